@@ -1,0 +1,278 @@
+"""Cost of producing the next image, against a naive copy-per-version baseline.
+
+For N = 10k, 100k, 1M partitions and k = 100 changed partitions it measures, in one run:
+
+* our replay of k PartitionChange records into a delta (the same work any design does)
+* our apply of that delta into the next image (persistent maps, structural sharing)
+* the baseline for apply: copy a plain ``dict`` of N partitions, then set the k new values
+* the memory one more retained image costs (tracemalloc), ours and the baseline's
+
+then the replay throughput of a PartitionChange-heavy log at 100k partitions, with the
+interpreter's default GC thresholds and with ``broker.tune_gc()``.
+
+Targets (issue "Foundation"): at N = 1M >= 100x faster than the baseline and <= 1 MiB per
+extra image; replay >= 200k records/s on one core (below 100k is a defect).
+
+    python3 dev bench delta_apply [--sizes 10000,100000,1000000] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+
+from broker import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
+from broker.metadata import (
+    MetadataDelta,
+    MetadataImage,
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    Provenance,
+    TopicRecord,
+)
+
+PARTITIONS_PER_TOPIC = 100
+CHANGED = 100
+
+
+def topic_ids(partitions: int) -> list[uuid.UUID]:
+    return [uuid.UUID(int=i + 1) for i in range(partitions // PARTITIONS_PER_TOPIC)]
+
+
+def build_image(topics: list[uuid.UUID]) -> MetadataImage:
+    """An image with len(topics) * 100 partitions, replayed in chunks to bound memory."""
+
+    def records(chunk: list[uuid.UUID]) -> Iterator[MetadataRecord]:
+        for topic_id in chunk:
+            yield TopicRecord(name=f"topic-{topic_id.int}", topic_id=topic_id)
+            for p in range(PARTITIONS_PER_TOPIC):
+                yield PartitionRecord(
+                    partition_id=p,
+                    topic_id=topic_id,
+                    replicas=(1, 2, 3),
+                    isr=(1, 2, 3),
+                    leader=1 + p % 3,
+                    leader_epoch=0,
+                    partition_epoch=0,
+                )
+
+    image = MetadataImage.EMPTY
+    for start in range(0, len(topics), 500):
+        delta = MetadataDelta(image)
+        delta.replay_all(records(topics[start : start + 500]))
+        next_image = delta.apply(Provenance(start, 1, 0))
+        image.release()
+        image = next_image
+    return image
+
+
+def changes(rng: random.Random, topics: list[uuid.UUID], count: int) -> list[MetadataRecord]:
+    out: list[MetadataRecord] = []
+    for i in range(count):
+        topic_id = rng.choice(topics)
+        partition = rng.randrange(PARTITIONS_PER_TOPIC)
+        if i % 2:
+            out.append(
+                PartitionChangeRecord(
+                    partition_id=partition, topic_id=topic_id, leader=rng.randint(1, 3)
+                )
+            )
+        else:
+            out.append(PartitionChangeRecord(partition_id=partition, topic_id=topic_id, isr=(1, 2)))
+    return out
+
+
+def next_image(image: MetadataImage, records: list[MetadataRecord]) -> MetadataImage:
+    delta = MetadataDelta(image)
+    delta.replay_all(records)
+    return delta.apply(Provenance(image.offset + len(records), 1, 0))
+
+
+Key = tuple[uuid.UUID, int]
+
+
+def baseline_dict(image: MetadataImage) -> dict[Key, object]:
+    return {
+        (topic_id, p): partition
+        for topic_id, topic in image.topics.by_id.items()
+        for p, partition in topic.partitions.items()
+    }
+
+
+def naive_next(version: dict[Key, object], changed: dict[Key, object]) -> dict[Key, object]:
+    copy = dict(version)  # the whole map, every version
+    copy.update(changed)
+    return copy
+
+
+def changed_partitions(delta: MetadataDelta) -> dict[Key, object]:
+    """The new partition values a delta holds: what the baseline stores per version."""
+    topics = delta.topics
+    assert topics is not None
+    return {
+        (topic_id, p): partition
+        for topic_id, topic in topics.changed.items()
+        for p, partition in topic.partitions.items()
+    }
+
+
+def time_versions(
+    base: MetadataImage, topics: list[uuid.UUID], repeat: int, rng: random.Random
+) -> tuple[list[float], list[float], list[dict[Key, object]]]:
+    """Replay and apply times of ``repeat`` fresh deltas on ``base``, and their changes."""
+    replay, apply, changed = [], [], []
+    for _ in range(repeat):
+        records = changes(rng, topics, CHANGED)
+        started = time.perf_counter()
+        delta = MetadataDelta(base)
+        delta.replay_all(records)
+        replayed = time.perf_counter()
+        image = delta.apply(Provenance(1, 1, 0))
+        applied = time.perf_counter()
+        image.release()
+        replay.append(replayed - started)
+        apply.append(applied - replayed)
+        changed.append(changed_partitions(delta))
+    return replay, apply, changed
+
+
+def measure_apply(partitions: int, repeat: int, rng: random.Random) -> dict[str, float]:
+    """Median times of replaying k changes, of applying them, and of the naive version.
+
+    Ours runs before the baseline: a 1M-entry dict copy between two of our applies would
+    evict the caches our apply works in and charge part of the baseline's cost to us.
+    """
+    topics = topic_ids(partitions)
+    base = build_image(topics)
+    baseline = baseline_dict(base)
+    _, apply_default_gc, _ = time_versions(base, topics, repeat, rng)
+    previous = tune_gc()
+    try:
+        replay, apply, changed = time_versions(base, topics, repeat, rng)
+        naive = []
+        for values in changed:
+            started = time.perf_counter()
+            copy = naive_next(baseline, values)
+            naive.append(time.perf_counter() - started)
+            del copy
+    finally:
+        tune_gc(previous)
+
+    delta = MetadataDelta(base)
+    delta.replay_all(changes(rng, topics, CHANGED))
+    values = changed_partitions(delta)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    extra = delta.apply(Provenance(1, 1, 0))
+    ours_bytes = tracemalloc.get_traced_memory()[0] - before
+    before = tracemalloc.get_traced_memory()[0]
+    extra_copy = naive_next(baseline, values)
+    naive_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    extra.release()
+    base.release()
+    del extra_copy, baseline
+    gc.collect()
+    return {
+        "replay_ms": statistics.median(replay) * 1e3,
+        "apply_ms": statistics.median(apply) * 1e3,
+        "apply_default_gc_ms": statistics.median(apply_default_gc) * 1e3,
+        "naive_ms": statistics.median(naive) * 1e3,
+        "ours_bytes": ours_bytes,
+        "naive_bytes": naive_bytes,
+    }
+
+
+def measure_replay(
+    partitions: int, records: int, per_image: int, rng: random.Random
+) -> tuple[float, float]:
+    """Records/s replaying PartitionChange records into images of ``per_image`` records.
+
+    Records are generated per image (outside the timed part), as a loader decodes them
+    batch by batch, so the heap holds the image and one group, not the whole log.
+    Returns (default GC, tuned GC).
+    """
+    topics = topic_ids(partitions)
+    base = build_image(topics)
+    results = []
+    for thresholds in (gc.get_threshold(), IMAGE_FRIENDLY_GC_THRESHOLDS):
+        previous = tune_gc(thresholds)
+        image = base.retain()
+        elapsed = 0.0
+        try:
+            for _ in range(records // per_image):
+                group = changes(rng, topics, per_image)
+                started = time.perf_counter()
+                new = next_image(image, group)
+                image.release()
+                image = new
+                elapsed += time.perf_counter() - started
+        finally:
+            image.release()
+            tune_gc(previous)
+        results.append(records / elapsed)
+    base.release()
+    return results[0], results[1]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--replay-records", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    print(
+        f"next image with k={CHANGED} changed partitions (median of {args.repeat}; "
+        f"tuned GC unless marked)"
+    )
+    header = (
+        f"{'partitions':>10} {'replay ms':>10} {'apply ms':>9} {'(default GC)':>13} "
+        f"{'dict copy ms':>13} {'speedup':>8} {'ours KiB/img':>13} {'copy KiB/img':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for size in sizes:
+        m = measure_apply(size, args.repeat, rng)
+        speedup = m["naive_ms"] / m["apply_ms"]
+        print(
+            f"{size:>10,} {m['replay_ms']:>10.3f} {m['apply_ms']:>9.3f} "
+            f"{m['apply_default_gc_ms']:>13.3f} {m['naive_ms']:>13.3f} {speedup:>7.0f}x "
+            f"{m['ours_bytes'] / 1024:>13.1f} {m['naive_bytes'] / 1024:>13.1f}"
+        )
+        if size >= 1_000_000:
+            ok &= speedup >= 100 and m["ours_bytes"] <= 1024 * 1024
+    print()
+    print(f"replay of PartitionChange records, 100k partitions, {args.replay_records:,} records")
+    header = f"{'records/image':>13} {'default GC rec/s':>17} {'tuned GC rec/s':>15}"
+    print(header)
+    print("-" * len(header))
+    for per_image in (100, 1000, 10_000):
+        default, tuned = measure_replay(100_000, args.replay_records, per_image, rng)
+        print(f"{per_image:>13,} {default:>17,.0f} {tuned:>15,.0f}")
+    print()
+    print(
+        "targets: >= 100x the dict copy and <= 1 MiB per image at 1M partitions; "
+        f"replay >= 200k records/s (tuned GC = broker.tune_gc{IMAGE_FRIENDLY_GC_THRESHOLDS})"
+    )
+    print("apply targets met" if ok else "apply targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,31 @@
+"""broker: the metadata pipeline of an async, Kafka-compatible broker prototype."""
+
+from broker._gc import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
+from broker.errors import (
+    BrokerError,
+    ConfigurationError,
+    CorruptRecordError,
+    FetchTimeoutError,
+    ImageReleasedError,
+    LifetimeError,
+    LoaderHaltedError,
+    ReferenceCountError,
+    ReplayError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMAGE_FRIENDLY_GC_THRESHOLDS",
+    "BrokerError",
+    "ConfigurationError",
+    "CorruptRecordError",
+    "FetchTimeoutError",
+    "ImageReleasedError",
+    "LifetimeError",
+    "LoaderHaltedError",
+    "ReferenceCountError",
+    "ReplayError",
+    "__version__",
+    "tune_gc",
+]

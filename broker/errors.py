@@ -1,0 +1,144 @@
+"""The error tree: one root, a few subclasses that say what went wrong.
+
+Every error carries the fields a user needs to find the cause (record type, offset,
+image provenance, recorded sites) as attributes, and puts them in its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BrokerError",
+    "ConfigurationError",
+    "CorruptRecordError",
+    "FetchTimeoutError",
+    "ImageReleasedError",
+    "LifetimeError",
+    "LoaderHaltedError",
+    "ReferenceCountError",
+    "ReplayError",
+]
+
+
+class BrokerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigurationError(BrokerError):
+    """An option or setting has a value that cannot work; the message names it."""
+
+
+class CorruptRecordError(BrokerError):
+    """Bytes that should hold a record batch do not decode.
+
+    ``position`` is the byte position of the bad frame in its file or buffer,
+    ``offset`` the log offset when it is known. ``truncated`` is true when the data
+    simply ends inside a frame (a torn write at the tail of a log).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        position: int | None = None,
+        offset: int | None = None,
+        source: str | None = None,
+        truncated: bool = False,
+    ) -> None:
+        self.reason = reason
+        self.truncated = truncated
+        self.position = position
+        self.offset = offset
+        self.source = source
+        where = []
+        if source is not None:
+            where.append(f"source={source}")
+        if offset is not None:
+            where.append(f"offset={offset}")
+        if position is not None:
+            where.append(f"position={position}")
+        suffix = f" ({', '.join(where)})" if where else ""
+        super().__init__(f"corrupt record batch: {reason}{suffix}")
+
+
+class ReplayError(BrokerError):
+    """A record cannot be applied to the image it was replayed onto.
+
+    The delta it was replayed into is left exactly as it was before the record.
+    """
+
+    def __init__(self, record_type: str, reason: str, *, offset: int | None = None) -> None:
+        self.record_type = record_type
+        self.reason = reason
+        self.offset = offset
+        at = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"cannot replay {record_type}{at}: {reason}")
+
+
+class LoaderHaltedError(BrokerError):
+    """The loader runs in halt mode and stopped at a record it could not replay."""
+
+    def __init__(self, cause: ReplayError) -> None:
+        self.cause = cause
+        super().__init__(f"metadata loader halted: {cause}")
+
+
+class LifetimeError(BrokerError):
+    """Misuse of a reference-counted image: the ownership rules were broken."""
+
+    def __init__(self, message: str, *, image: str, sites: Sequence[str] = ()) -> None:
+        self.image = image
+        self.sites = tuple(sites)
+        if self.sites:
+            message += "\nRecent access records:\n" + "\n".join(f"  {s}" for s in self.sites)
+        super().__init__(message)
+
+
+class ReferenceCountError(LifetimeError):
+    """Retain of a dead image or release below zero (Netty's IllegalReferenceCount)."""
+
+    def __init__(
+        self, *, image: str, ref_count: int, change: int, sites: Sequence[str] = ()
+    ) -> None:
+        self.ref_count = ref_count
+        self.change = change
+        verb = "increment" if change > 0 else "decrement"
+        super().__init__(
+            f"refCnt: {ref_count}, {verb}: {abs(change)} on {image}", image=image, sites=sites
+        )
+
+
+class ImageReleasedError(LifetimeError):
+    """A released (dead) image was read; it never answers with stale data."""
+
+    def __init__(self, *, image: str, what: str, sites: Sequence[str] = ()) -> None:
+        self.what = what
+        super().__init__(
+            f"{image} was read ({what}) after its last reference was released",
+            image=image,
+            sites=sites,
+        )
+
+
+class FetchTimeoutError(BrokerError):
+    """A stream fetch waited for a newer image longer than its timeout."""
+
+    def __init__(
+        self,
+        *,
+        stream_id: int,
+        start_offset: int,
+        end_offset: int,
+        waited: float,
+        image_offset: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self.start_offset = start_offset
+        self.end_offset = end_offset
+        self.waited = waited
+        self.image_offset = image_offset
+        super().__init__(
+            f"fetch of stream {stream_id} [{start_offset}, {end_offset}) timed out after "
+            f"{waited:.3f}s; newest image is at offset {image_offset} and does not hold it"
+        )

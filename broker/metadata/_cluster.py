@@ -1,0 +1,181 @@
+"""Brokers and controllers: registrations, fencing, controlled shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+from uuid import UUID
+
+from immutables import Map
+
+from broker.metadata._maps import EMPTY_MAP, MapChanges, Reject, sorted_items
+from broker.metadata._records import (
+    BrokerEndpoint,
+    BrokerFeature,
+    BrokerRegistrationChangeRecord,
+    FenceBrokerRecord,
+    MetadataRecord,
+    RegisterBrokerRecord,
+    RegisterControllerRecord,
+    UnfenceBrokerRecord,
+    UnregisterBrokerRecord,
+)
+
+__all__ = ["BrokerRegistration", "ClusterDelta", "ClusterImage", "ControllerRegistration"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistration:
+    id: int
+    epoch: int
+    incarnation_id: UUID
+    listeners: tuple[BrokerEndpoint, ...]
+    supported_features: tuple[BrokerFeature, ...]
+    rack: str | None
+    fenced: bool
+    in_controlled_shutdown: bool
+    log_dirs: tuple[UUID, ...]
+
+    @classmethod
+    def from_record(cls, record: RegisterBrokerRecord) -> BrokerRegistration:
+        return cls(
+            id=record.broker_id,
+            epoch=record.broker_epoch,
+            incarnation_id=record.incarnation_id,
+            listeners=record.end_points,
+            supported_features=record.features,
+            rack=record.rack,
+            fenced=record.fenced,
+            in_controlled_shutdown=record.in_controlled_shutdown,
+            log_dirs=record.log_dirs,
+        )
+
+    def to_record(self) -> RegisterBrokerRecord:
+        return RegisterBrokerRecord(
+            broker_id=self.id,
+            broker_epoch=self.epoch,
+            incarnation_id=self.incarnation_id,
+            end_points=self.listeners,
+            features=self.supported_features,
+            rack=self.rack,
+            fenced=self.fenced,
+            in_controlled_shutdown=self.in_controlled_shutdown,
+            log_dirs=self.log_dirs,
+        )
+
+    def listener(self, name: str) -> BrokerEndpoint | None:
+        for endpoint in self.listeners:
+            if endpoint.name == name:
+                return endpoint
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerRegistration:
+    id: int
+    incarnation_id: UUID
+    listeners: tuple[BrokerEndpoint, ...]
+    supported_features: tuple[BrokerFeature, ...]
+
+    def to_record(self) -> RegisterControllerRecord:
+        return RegisterControllerRecord(
+            controller_id=self.id,
+            incarnation_id=self.incarnation_id,
+            end_points=self.listeners,
+            features=self.supported_features,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterImage:
+    brokers: Map[int, BrokerRegistration]
+    controllers: Map[int, ControllerRegistration]
+
+    EMPTY: ClassVar[ClusterImage]
+
+    def broker(self, broker_id: int) -> BrokerRegistration | None:
+        return self.brokers.get(broker_id)
+
+    def alive_broker_ids(self) -> list[int]:
+        """Registered, unfenced brokers, sorted by id."""
+        return sorted(b.id for b in self.brokers.values() if not b.fenced)
+
+    def write(self) -> Iterator[MetadataRecord]:
+        for _, broker in sorted_items(self.brokers):
+            yield broker.to_record()
+        for _, controller in sorted_items(self.controllers):
+            yield controller.to_record()
+
+
+ClusterImage.EMPTY = ClusterImage(EMPTY_MAP, EMPTY_MAP)
+
+
+class ClusterDelta:
+    __slots__ = ("brokers", "controllers", "image")
+
+    def __init__(self, image: ClusterImage) -> None:
+        self.image = image
+        self.brokers: MapChanges[int, BrokerRegistration] = MapChanges(image.brokers)
+        self.controllers: MapChanges[int, ControllerRegistration] = MapChanges(image.controllers)
+
+    def _registered(self, broker_id: int, epoch: int) -> BrokerRegistration:
+        broker = self.brokers.get(broker_id)
+        if broker is None:
+            raise Reject(f"broker {broker_id} is not registered")
+        if broker.epoch != epoch:
+            raise Reject(
+                f"broker {broker_id} epoch mismatch: record has {epoch}, "
+                f"registration has {broker.epoch}"
+            )
+        return broker
+
+    def replay_register_broker(self, record: RegisterBrokerRecord) -> None:
+        self.brokers.set(record.broker_id, BrokerRegistration.from_record(record))
+
+    def replay_unregister_broker(self, record: UnregisterBrokerRecord) -> None:
+        self._registered(record.broker_id, record.broker_epoch)
+        self.brokers.delete(record.broker_id)
+
+    def replay_fence_broker(self, record: FenceBrokerRecord) -> None:
+        broker = self._registered(record.id, record.epoch)
+        self.brokers.set(record.id, dataclasses.replace(broker, fenced=True))
+
+    def replay_unfence_broker(self, record: UnfenceBrokerRecord) -> None:
+        broker = self._registered(record.id, record.epoch)
+        self.brokers.set(record.id, dataclasses.replace(broker, fenced=False))
+
+    def replay_registration_change(self, record: BrokerRegistrationChangeRecord) -> None:
+        broker = self._registered(record.broker_id, record.broker_epoch)
+        fenced = {-1: False, 0: broker.fenced, 1: True}[record.fenced]
+        in_controlled_shutdown = broker.in_controlled_shutdown or record.in_controlled_shutdown == 1
+        log_dirs = broker.log_dirs if record.log_dirs is None else record.log_dirs
+        self.brokers.set(
+            record.broker_id,
+            dataclasses.replace(
+                broker,
+                fenced=fenced,
+                in_controlled_shutdown=in_controlled_shutdown,
+                log_dirs=log_dirs,
+            ),
+        )
+
+    def replay_register_controller(self, record: RegisterControllerRecord) -> None:
+        self.controllers.set(
+            record.controller_id,
+            ControllerRegistration(
+                record.controller_id, record.incarnation_id, record.end_points, record.features
+            ),
+        )
+
+    def finish_snapshot(self) -> None:
+        self.brokers.finish_snapshot()
+        self.controllers.finish_snapshot()
+
+    def apply(self) -> ClusterImage:
+        brokers = self.brokers.apply()
+        controllers = self.controllers.apply()
+        if brokers is self.image.brokers and controllers is self.image.controllers:
+            return self.image
+        return ClusterImage(brokers, controllers)

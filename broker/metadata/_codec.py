@@ -1,0 +1,233 @@
+"""Compact binary encoding of record batches (the file log's frame format).
+
+A frame is::
+
+    length   u32   bytes after this field
+    crc      u32   CRC32C of every byte after this field
+    format   u8    FORMAT_VERSION
+    base     i64   base offset
+    epoch    i32
+    time     i64   append time, ms since the epoch
+    count    u32   number of records
+    payload        msgpack array of records, each ``[api_key, version, *fields]``
+
+Fields are positional in declaration order (nested models too), UUIDs are msgpack
+extension type 1, enums are their ints. Decoding validates every record with its
+pydantic model, so a frame that passes the CRC but holds nonsense still fails loudly.
+"""
+
+from __future__ import annotations
+
+import struct
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any, NoReturn
+from uuid import UUID
+
+import crc32c
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from broker.errors import CorruptRecordError
+from broker.metadata._records import RECORD_TYPES, MetadataRecord, RecordBatch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FRAME_HEADER_SIZE",
+    "MAX_FRAME_SIZE",
+    "decode_batch",
+    "decode_record",
+    "encode_batch",
+    "encode_record",
+    "iter_batches",
+]
+
+FORMAT_VERSION = 1
+MAX_FRAME_SIZE = 64 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+_HEADER = struct.Struct(">IIBqiqI")
+_BODY_HEADER = struct.Struct(">BqiqI")
+_CRC = struct.Struct(">I")
+FRAME_HEADER_SIZE = _HEADER.size
+_CRC_START = 8  # the CRC covers everything after length and crc
+_UUID_EXT = 1
+
+
+def _default(value: object) -> object:
+    if isinstance(value, UUID):
+        return msgpack.ExtType(_UUID_EXT, value.bytes)
+    if isinstance(value, BaseModel):
+        return list(value.__dict__.values())
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code == _UUID_EXT and len(data) == 16:
+        return UUID(bytes=data)
+    raise ValueError(f"unknown msgpack extension type {code} ({len(data)} bytes)")
+
+
+_packer_options: dict[str, Any] = {"default": _default, "use_bin_type": True}
+
+
+def _record_wire(record: MetadataRecord) -> list[object]:
+    return [record.api_key, record.version, *record.__dict__.values()]
+
+
+def encode_record(record: MetadataRecord) -> bytes:
+    """One record on its own (used by snapshots and tests)."""
+    return msgpack.packb(_record_wire(record), **_packer_options)  # type: ignore[no-any-return]
+
+
+def encode_batch(batch: RecordBatch) -> bytes:
+    payload: bytes = msgpack.packb([_record_wire(r) for r in batch.records], **_packer_options)
+    body = (
+        _BODY_HEADER.pack(
+            FORMAT_VERSION, batch.base_offset, batch.epoch, batch.append_time_ms, len(batch.records)
+        )
+        + payload
+    )
+    return _LENGTH.pack(len(body) + _CRC.size) + _CRC.pack(crc32c.crc32c(body)) + body
+
+
+# Nested models are positional on the wire; this maps each model's fields back to names.
+_NestedPlan = tuple[tuple[str, "type[BaseModel] | None", bool], ...]
+_plans: dict[type[BaseModel], _NestedPlan] = {}
+
+
+def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """(model class, is a tuple of them) for annotations like ``tuple[M, ...]``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            model, many = _nested_model(arg)
+            if model is not None:
+                return model, many
+        return None, False
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return args[0], True
+        return None, False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    return None, False
+
+
+def _plan(cls: type[BaseModel]) -> _NestedPlan:
+    plan = _plans.get(cls)
+    if plan is None:
+        plan = tuple((name, *_nested_model(f.annotation)) for name, f in cls.model_fields.items())
+        _plans[cls] = plan
+    return plan
+
+
+def _named(cls: type[BaseModel], values: list[Any]) -> dict[str, Any]:
+    plan = _plan(cls)
+    if len(values) > len(plan):
+        raise ValueError(f"{cls.__name__} has {len(plan)} fields, got {len(values)} values")
+    named: dict[str, Any] = {}
+    for (name, nested, many), value in zip(plan, values, strict=False):
+        if nested is not None and value is not None:
+            value = [_named(nested, item) for item in value] if many else _named(nested, value)
+        named[name] = value
+    return named
+
+
+def _record_from_wire(wire: object) -> MetadataRecord:
+    if not isinstance(wire, list) or len(wire) < 2:
+        raise ValueError("a record is an array [api_key, version, *fields]")
+    api_key, version, *values = wire
+    cls = RECORD_TYPES.get(api_key) if isinstance(api_key, int) else None
+    if cls is None:
+        raise ValueError(f"unknown record api_key {api_key!r}")
+    if not isinstance(version, int) or not 0 <= version <= cls.version:
+        raise ValueError(f"{cls.__name__} version {version!r} is not supported (max {cls.version})")
+    return cls.model_validate(_named(cls, values))
+
+
+def decode_record(data: bytes) -> MetadataRecord:
+    """Inverse of :func:`encode_record`; raises CorruptRecordError."""
+    try:
+        return _record_from_wire(msgpack.unpackb(data, ext_hook=_ext_hook, raw=False))
+    except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
+        raise CorruptRecordError(_describe(exc)) from exc
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, msgpack.UnpackException | msgpack.ExtraData):
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"payload is not valid msgpack ({detail})"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return f"{exc.title}.{loc}: {first['msg']}"
+    return str(exc) or type(exc).__name__
+
+
+def decode_batch(
+    data: bytes | bytearray | memoryview,
+    position: int = 0,
+    *,
+    source: str | None = None,
+    max_frame_size: int = MAX_FRAME_SIZE,
+) -> tuple[RecordBatch, int]:
+    """Decode the frame at ``position``; returns the batch and the position after it.
+
+    Raises CorruptRecordError with ``truncated=True`` when the buffer ends inside the
+    frame (a torn write), and ``truncated=False`` for anything else.
+    """
+    view = memoryview(data)
+    end_of_data = len(view)
+
+    def corrupt(reason: str, *, offset: int | None = None, truncated: bool = False) -> NoReturn:
+        raise CorruptRecordError(
+            reason, position=position, offset=offset, source=source, truncated=truncated
+        )
+
+    if end_of_data - position < _LENGTH.size:
+        corrupt(
+            f"{end_of_data - position} bytes left, a frame header needs {_HEADER.size}",
+            truncated=True,
+        )
+    (length,) = _LENGTH.unpack_from(view, position)
+    if length < _HEADER.size - _LENGTH.size or length > max_frame_size:
+        corrupt(f"frame length {length} out of range")
+    end = position + _LENGTH.size + length
+    if end > end_of_data:
+        corrupt(
+            f"frame of {length} bytes ends {end - end_of_data} bytes past the data", truncated=True
+        )
+    _, crc, fmt, base_offset, epoch, append_time, count = _HEADER.unpack_from(view, position)
+    actual = crc32c.crc32c(view[position + _CRC_START : end])
+    if actual != crc:
+        corrupt(f"CRC32C mismatch: stored {crc:#010x}, computed {actual:#010x}")
+    if fmt != FORMAT_VERSION:
+        corrupt(
+            f"frame format {fmt} is not supported (expected {FORMAT_VERSION})", offset=base_offset
+        )
+    try:
+        wire = msgpack.unpackb(view[position + _HEADER.size : end], ext_hook=_ext_hook, raw=False)
+        if not isinstance(wire, list):
+            raise ValueError("payload is not an array of records")
+        if len(wire) != count:
+            raise ValueError(f"header says {count} records, payload holds {len(wire)}")
+        records = tuple(_record_from_wire(w) for w in wire)
+        batch = RecordBatch(base_offset, epoch, append_time, records)
+    except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
+        raise CorruptRecordError(
+            _describe(exc), position=position, offset=base_offset, source=source
+        ) from exc
+    return batch, end
+
+
+def iter_batches(
+    data: bytes | bytearray | memoryview, *, source: str | None = None
+) -> Iterator[tuple[int, RecordBatch]]:
+    """Every frame in ``data`` as ``(position, batch)``; stops with an error on garbage."""
+    position = 0
+    while position < len(data):
+        batch, end = decode_batch(data, position, source=source)
+        yield position, batch
+        position = end

@@ -1,0 +1,256 @@
+"""The metadata delta: records replayed onto an image, applied into the next image.
+
+A delta is mutable and lazy: a sub-delta exists only once a record touches its area, and
+``apply`` reuses every untouched sub-image object of the base image as is. A record that
+cannot apply raises ReplayError and leaves the delta exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from broker.errors import BrokerError, ReplayError
+from broker.metadata import _records as r
+from broker.metadata._cluster import ClusterDelta
+from broker.metadata._configs import ClientQuotasDelta, ConfigResource, ConfigurationsDelta
+from broker.metadata._features import FeaturesDelta, ProducerIdsDelta
+from broker.metadata._image import SUB_IMAGES, MetadataImage, Provenance
+from broker.metadata._maps import Reject
+from broker.metadata._security import AclsDelta, DelegationTokensDelta, ScramDelta
+from broker.metadata._streams import KVDelta, NodeWALDelta, ObjectsDelta, StreamsDelta
+from broker.metadata._topics import LeadershipChanges, TopicImage, TopicsDelta
+
+__all__ = ["MetadataDelta", "replay_records"]
+
+D = TypeVar("D")
+
+# Sub-delta class per sub-image, in SUB_IMAGES order.
+_DELTA_TYPES: dict[str, Callable[[Any], Any]] = {
+    "features": FeaturesDelta,
+    "cluster": ClusterDelta,
+    "topics": TopicsDelta,
+    "configs": ConfigurationsDelta,
+    "client_quotas": ClientQuotasDelta,
+    "producer_ids": ProducerIdsDelta,
+    "acls": AclsDelta,
+    "scram": ScramDelta,
+    "delegation_tokens": DelegationTokensDelta,
+    "streams": StreamsDelta,
+    "objects": ObjectsDelta,
+    "node_wal": NodeWALDelta,
+    "kv": KVDelta,
+}
+assert tuple(_DELTA_TYPES) == SUB_IMAGES
+
+
+class MetadataDelta:
+    """Changes on top of ``image``.
+
+    ``snapshot=True`` marks a delta that replays a whole snapshot: the base image's
+    entities the snapshot has not mentioned yet do not conflict with it, and
+    ``finish_snapshot()`` must be called before ``apply()`` to delete them.
+    """
+
+    __slots__ = ("_finished", "_image", "_parts", "_snapshot", "records")
+
+    def __init__(self, image: MetadataImage, *, snapshot: bool = False) -> None:
+        image.check_live("MetadataDelta base")
+        self._image = image
+        self._snapshot = snapshot
+        self._finished = False
+        self._parts: dict[str, Any] = {}
+        self.records = 0
+        """Records replayed successfully into this delta."""
+
+    @property
+    def image(self) -> MetadataImage:
+        """The base image this delta applies to."""
+        return self._image
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self._snapshot
+
+    def _part(self, name: str) -> Any:
+        part = self._parts.get(name)
+        if part is None:
+            base = getattr(self._image, name)
+            if name == "topics":
+                part = TopicsDelta(base, snapshot=self._snapshot)
+            else:
+                part = _DELTA_TYPES[name](base)
+            self._parts[name] = part
+        return part
+
+    # sub-deltas, None while untouched ----------------------------------------------------
+
+    @property
+    def topics(self) -> TopicsDelta | None:
+        return self._parts.get("topics")
+
+    @property
+    def cluster(self) -> ClusterDelta | None:
+        return self._parts.get("cluster")
+
+    @property
+    def streams(self) -> StreamsDelta | None:
+        return self._parts.get("streams")
+
+    @property
+    def kv(self) -> KVDelta | None:
+        return self._parts.get("kv")
+
+    def changed_areas(self) -> frozenset[str]:
+        """Names of the sub-images records of this delta touched."""
+        return frozenset(self._parts)
+
+    # replay ----------------------------------------------------------------------------
+
+    def replay(self, record: r.MetadataRecord, offset: int | None = None) -> None:
+        """Replay one record; ``offset`` only serves error messages."""
+        handler = _HANDLERS.get(type(record))
+        if handler is None:
+            raise ReplayError(
+                type(record).__name__, "no replay rule for this record type", offset=offset
+            )
+        try:
+            handler(self, record)
+        except Reject as reject:
+            raise ReplayError(record.type_name(), str(reject), offset=offset) from None
+        self.records += 1
+
+    def replay_all(
+        self, records: Iterable[r.MetadataRecord], base_offset: int | None = None
+    ) -> None:
+        for i, record in enumerate(records):
+            self.replay(record, None if base_offset is None else base_offset + i)
+
+    def _remove_topic(self, record: r.RemoveTopicRecord) -> None:
+        name = self._part("topics").replay_remove_topic(record)
+        # A removed topic takes its configs with it.
+        self._part("configs").delete_resource(ConfigResource(r.ConfigResourceType.TOPIC, name))
+
+    def finish_snapshot(self) -> None:
+        """Delete everything of the base image that the replayed snapshot did not mention."""
+        for name in SUB_IMAGES:
+            self._part(name).finish_snapshot()
+        self._finished = True
+
+    # apply -----------------------------------------------------------------------------
+
+    def apply(self, provenance: Provenance) -> MetadataImage:
+        """The next image; it holds one reference, owned by the caller."""
+        if self._snapshot and not self._finished:
+            raise BrokerError(
+                "a snapshot delta must be finished (finish_snapshot()) before apply()"
+            )
+        base = self._image
+        parts = {
+            name: (
+                part.apply() if (part := self._parts.get(name)) is not None else getattr(base, name)
+            )
+            for name in SUB_IMAGES
+        }
+        return MetadataImage(provenance, **parts)
+
+    # what changed ----------------------------------------------------------------------
+
+    def created_topic_ids(self) -> frozenset[UUID]:
+        topics = self.topics
+        return topics.created_topic_ids() if topics is not None else frozenset()
+
+    def deleted_topics(self) -> tuple[TopicImage, ...]:
+        topics = self.topics
+        return topics.deleted_topics() if topics is not None else ()
+
+    def leadership_changes(self, broker_id: int) -> LeadershipChanges:
+        """Partitions whose leader moved to, or away from, ``broker_id``."""
+        topics = self.topics
+        if topics is None:
+            return LeadershipChanges(broker_id, (), ())
+        return topics.leadership_changes(broker_id)
+
+    def __repr__(self) -> str:
+        kind = "snapshot " if self._snapshot else ""
+        areas = ",".join(sorted(self._parts)) or "-"
+        base = self._image.describe()
+        return f"<MetadataDelta {kind}on {base} records={self.records} areas={areas}>"
+
+
+def _on(name: str, method: str) -> Callable[[MetadataDelta, Any], None]:
+    def handle(delta: MetadataDelta, record: Any) -> None:
+        getattr(delta._part(name), method)(record)
+
+    handle.__name__ = f"replay_{method}"
+    return handle
+
+
+def _ignore(delta: MetadataDelta, record: Any) -> None:
+    """Records with no image state: transaction markers are handled by the loader."""
+
+
+def _partition_change(delta: MetadataDelta, record: r.PartitionChangeRecord) -> None:
+    # The hottest record type: skip the generic dispatch.
+    topics = delta._parts.get("topics")
+    if topics is None:
+        topics = delta._part("topics")
+    topics.replay_partition_change(record)
+
+
+_HANDLERS: dict[type[r.MetadataRecord], Callable[[MetadataDelta, Any], None]] = {
+    r.RegisterBrokerRecord: _on("cluster", "replay_register_broker"),
+    r.UnregisterBrokerRecord: _on("cluster", "replay_unregister_broker"),
+    r.FenceBrokerRecord: _on("cluster", "replay_fence_broker"),
+    r.UnfenceBrokerRecord: _on("cluster", "replay_unfence_broker"),
+    r.BrokerRegistrationChangeRecord: _on("cluster", "replay_registration_change"),
+    r.RegisterControllerRecord: _on("cluster", "replay_register_controller"),
+    r.TopicRecord: _on("topics", "replay_topic"),
+    r.PartitionRecord: _on("topics", "replay_partition"),
+    r.PartitionChangeRecord: _partition_change,
+    r.RemoveTopicRecord: MetadataDelta._remove_topic,
+    r.ConfigRecord: _on("configs", "replay_config"),
+    r.FeatureLevelRecord: _on("features", "replay_feature_level"),
+    r.ClientQuotaRecord: _on("client_quotas", "replay_client_quota"),
+    r.ProducerIdsRecord: _on("producer_ids", "replay_producer_ids"),
+    r.AccessControlEntryRecord: _on("acls", "replay_acl"),
+    r.RemoveAccessControlEntryRecord: _on("acls", "replay_remove_acl"),
+    r.UserScramCredentialRecord: _on("scram", "replay_credential"),
+    r.RemoveUserScramCredentialRecord: _on("scram", "replay_remove_credential"),
+    r.DelegationTokenRecord: _on("delegation_tokens", "replay_token"),
+    r.RemoveDelegationTokenRecord: _on("delegation_tokens", "replay_remove_token"),
+    r.S3StreamRecord: _on("streams", "replay_stream"),
+    r.RemoveS3StreamRecord: _on("streams", "replay_remove_stream"),
+    r.RangeRecord: _on("streams", "replay_range"),
+    r.RemoveRangeRecord: _on("streams", "replay_remove_range"),
+    r.S3StreamObjectRecord: _on("streams", "replay_stream_object"),
+    r.RemoveS3StreamObjectRecord: _on("streams", "replay_remove_stream_object"),
+    r.AssignedStreamIdRecord: _on("streams", "replay_assigned_stream_id"),
+    r.S3ObjectRecord: _on("objects", "replay_object"),
+    r.RemoveS3ObjectRecord: _on("objects", "replay_remove_object"),
+    r.AssignedS3ObjectIdRecord: _on("objects", "replay_assigned_object_id"),
+    r.NodeWALMetadataRecord: _on("node_wal", "replay_node"),
+    r.KVRecord: _on("kv", "replay_kv"),
+    r.RemoveKVRecord: _on("kv", "replay_remove_kv"),
+    r.NoOpRecord: _ignore,
+    r.BeginTransactionRecord: _ignore,
+    r.EndTransactionRecord: _ignore,
+    r.AbortTransactionRecord: _ignore,
+}
+assert set(_HANDLERS) == set(r.RECORD_TYPES.values()), "every record type needs a replay rule"
+
+
+def replay_records(
+    records: Iterable[r.MetadataRecord],
+    provenance: Provenance,
+    *,
+    onto: MetadataImage = MetadataImage.EMPTY,
+    snapshot: bool = False,
+) -> MetadataImage:
+    """Replay ``records`` onto ``onto`` and apply: the caller owns the returned image."""
+    delta = MetadataDelta(onto, snapshot=snapshot)
+    delta.replay_all(records)
+    if snapshot:
+        delta.finish_snapshot()
+    return delta.apply(provenance)

@@ -1,0 +1,195 @@
+"""The metadata image: an immutable, reference-counted view of the whole cluster.
+
+An image is provenance (the last offset, epoch and append time it contains) plus one
+sub-image per area. Sub-images are plain immutable values shared between consecutive
+images; the image itself is reference counted (see ``_refcount``) so per-image derived
+state (encoded responses, indexes) lives exactly as long as somebody holds the image,
+and a read of a released image fails loudly instead of answering from dead state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar, overload
+
+from broker.metadata._cluster import ClusterImage
+from broker.metadata._configs import ClientQuotasImage, ConfigurationsImage
+from broker.metadata._features import FeaturesImage, ProducerIdsImage
+from broker.metadata._records import MetadataRecord
+from broker.metadata._refcount import RefCounted
+from broker.metadata._security import AclsImage, DelegationTokensImage, ScramImage
+from broker.metadata._streams import KVImage, NodeWALImage, ObjectsImage, StreamsImage
+from broker.metadata._topics import TopicsImage
+
+__all__ = ["SUB_IMAGES", "MetadataImage", "Provenance"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where an image comes from: the last record it contains."""
+
+    offset: int
+    epoch: int
+    append_time_ms: int
+
+    EMPTY: ClassVar[Provenance]
+
+
+Provenance.EMPTY = Provenance(-1, -1, -1)
+
+
+class _SubImage(Generic[T]):
+    """Accessor of one sub-image that refuses to read a released image."""
+
+    __slots__ = ("name", "slot")
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, image: None, owner: type[Any]) -> _SubImage[T]: ...
+    @overload
+    def __get__(self, image: MetadataImage, owner: type[Any]) -> T: ...
+    def __get__(self, image: MetadataImage | None, owner: type[Any]) -> T | _SubImage[T]:
+        if image is None:
+            return self
+        if image._refcnt <= 0:
+            image.check_live(self.name)
+        value: T = getattr(image, self.slot)
+        return value
+
+
+SUB_IMAGES = (
+    "features",
+    "cluster",
+    "topics",
+    "configs",
+    "client_quotas",
+    "producer_ids",
+    "acls",
+    "scram",
+    "delegation_tokens",
+    "streams",
+    "objects",
+    "node_wal",
+    "kv",
+)
+"""Sub-image names in ``write()`` order: features first (metadata.version), topics before
+their configs."""
+
+
+class MetadataImage(RefCounted):
+    """One immutable version of the cluster metadata.
+
+    Holds one reference when created, owned by the creator (``with image:`` scopes it).
+    ``MetadataImage.EMPTY`` is immortal. Every accessor raises ImageReleasedError once
+    the last reference is released.
+    """
+
+    __slots__ = (*(f"_{name}" for name in SUB_IMAGES), "_provenance")
+
+    EMPTY: ClassVar[MetadataImage]
+
+    features = _SubImage[FeaturesImage]()
+    cluster = _SubImage[ClusterImage]()
+    topics = _SubImage[TopicsImage]()
+    configs = _SubImage[ConfigurationsImage]()
+    client_quotas = _SubImage[ClientQuotasImage]()
+    producer_ids = _SubImage[ProducerIdsImage]()
+    acls = _SubImage[AclsImage]()
+    scram = _SubImage[ScramImage]()
+    delegation_tokens = _SubImage[DelegationTokensImage]()
+    streams = _SubImage[StreamsImage]()
+    objects = _SubImage[ObjectsImage]()
+    node_wal = _SubImage[NodeWALImage]()
+    kv = _SubImage[KVImage]()
+
+    def __init__(
+        self,
+        provenance: Provenance,
+        *,
+        features: FeaturesImage = FeaturesImage.EMPTY,
+        cluster: ClusterImage = ClusterImage.EMPTY,
+        topics: TopicsImage = TopicsImage.EMPTY,
+        configs: ConfigurationsImage = ConfigurationsImage.EMPTY,
+        client_quotas: ClientQuotasImage = ClientQuotasImage.EMPTY,
+        producer_ids: ProducerIdsImage = ProducerIdsImage.EMPTY,
+        acls: AclsImage = AclsImage.EMPTY,
+        scram: ScramImage = ScramImage.EMPTY,
+        delegation_tokens: DelegationTokensImage = DelegationTokensImage.EMPTY,
+        streams: StreamsImage = StreamsImage.EMPTY,
+        objects: ObjectsImage = ObjectsImage.EMPTY,
+        node_wal: NodeWALImage = NodeWALImage.EMPTY,
+        kv: KVImage = KVImage.EMPTY,
+        immortal: bool = False,
+    ) -> None:
+        self._provenance = provenance
+        self._features = features
+        self._cluster = cluster
+        self._topics = topics
+        self._configs = configs
+        self._client_quotas = client_quotas
+        self._producer_ids = producer_ids
+        self._acls = acls
+        self._scram = scram
+        self._delegation_tokens = delegation_tokens
+        self._streams = streams
+        self._objects = objects
+        self._node_wal = node_wal
+        self._kv = kv
+        super().__init__(immortal=immortal)
+
+    # identity: readable on dead images too, so errors can name them -------------------
+
+    @property
+    def provenance(self) -> Provenance:
+        return self._provenance
+
+    @property
+    def offset(self) -> int:
+        return self._provenance.offset
+
+    @property
+    def epoch(self) -> int:
+        return self._provenance.epoch
+
+    def describe(self) -> str:
+        p = self._provenance
+        kind = "EMPTY " if self._immortal and p == Provenance.EMPTY else ""
+        return f"{kind}MetadataImage#{self._serial}(offset={p.offset}, epoch={p.epoch})"
+
+    def __repr__(self) -> str:
+        state = "immortal" if self._immortal else f"refCnt={self._refcnt}"
+        return f"<{self.describe()} {state}>"
+
+    # content ---------------------------------------------------------------------------
+
+    def sub_images(self) -> dict[str, Any]:
+        """Every sub-image by name (checked: raises on a released image)."""
+        self.check_live("sub_images")
+        return {name: getattr(self, f"_{name}") for name in SUB_IMAGES}
+
+    @property
+    def is_empty(self) -> bool:
+        """True when every sub-image is empty (the provenance may still be set)."""
+        return self.sub_images() == MetadataImage.EMPTY.sub_images()
+
+    def write(self) -> Iterator[MetadataRecord]:
+        """Records that rebuild this image when replayed onto EMPTY; metadata.version first."""
+        for name in SUB_IMAGES:
+            part: Any = getattr(self, name)
+            yield from part.write()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MetadataImage):
+            return NotImplemented
+        return self.provenance == other.provenance and self.sub_images() == other.sub_images()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable refcount
+
+
+MetadataImage.EMPTY = MetadataImage(Provenance.EMPTY, immortal=True)

@@ -1,0 +1,394 @@
+"""AutoMQ's parts of the image: streams and their ranges, objects, node WALs, KV."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from immutables import Map
+
+from broker.metadata._maps import EMPTY_MAP, MapChanges, Reject, sorted_items
+from broker.metadata._records import (
+    AssignedS3ObjectIdRecord,
+    AssignedStreamIdRecord,
+    KeyValue,
+    KVRecord,
+    MetadataRecord,
+    NodeWALMetadataRecord,
+    RangeRecord,
+    RemoveKVRecord,
+    RemoveRangeRecord,
+    RemoveS3ObjectRecord,
+    RemoveS3StreamObjectRecord,
+    RemoveS3StreamRecord,
+    S3ObjectRecord,
+    S3StreamObjectRecord,
+    S3StreamRecord,
+    StreamState,
+)
+
+__all__ = [
+    "KVDelta",
+    "KVImage",
+    "NodeWALDelta",
+    "NodeWALImage",
+    "ObjectsDelta",
+    "ObjectsImage",
+    "RangeMetadata",
+    "StreamMetadata",
+    "StreamObject",
+    "StreamsDelta",
+    "StreamsImage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RangeMetadata:
+    range_index: int
+    epoch: int
+    start_offset: int
+    end_offset: int
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamObject:
+    object_id: int
+    start_offset: int
+    end_offset: int
+    data_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMetadata:
+    stream_id: int
+    epoch: int
+    range_index: int
+    start_offset: int
+    state: StreamState
+    ranges: tuple[RangeMetadata, ...] = ()
+    """Sorted by range index; the last one is the range being written."""
+    objects: Map[int, StreamObject] = EMPTY_MAP
+    """Objects holding committed data of this stream, by object id."""
+
+    @property
+    def last_range(self) -> RangeMetadata | None:
+        return self.ranges[-1] if self.ranges else None
+
+    @property
+    def end_offset(self) -> int:
+        """Offset after the newest data the metadata knows of."""
+        ends = [r.end_offset for r in self.ranges]
+        ends.extend(o.end_offset for o in self.objects.values())
+        return max(ends, default=self.start_offset)
+
+    def objects_overlapping(self, start: int, end: int) -> list[StreamObject]:
+        """Objects holding any of ``[start, end)``, in offset order."""
+        return sorted(
+            (o for o in self.objects.values() if o.start_offset < end and o.end_offset > start),
+            key=lambda o: (o.start_offset, o.object_id),
+        )
+
+    def ranges_overlapping(self, start: int, end: int) -> list[RangeMetadata]:
+        return [r for r in self.ranges if r.start_offset < end and r.end_offset > start]
+
+    def write(self) -> Iterator[MetadataRecord]:
+        yield S3StreamRecord(
+            stream_id=self.stream_id,
+            epoch=self.epoch,
+            range_index=self.range_index,
+            start_offset=self.start_offset,
+            state=self.state,
+        )
+        for r in self.ranges:
+            yield RangeRecord(
+                stream_id=self.stream_id,
+                epoch=r.epoch,
+                range_index=r.range_index,
+                start_offset=r.start_offset,
+                end_offset=r.end_offset,
+                node_id=r.node_id,
+            )
+        for _, o in sorted_items(self.objects):
+            yield S3StreamObjectRecord(
+                object_id=o.object_id,
+                stream_id=self.stream_id,
+                start_offset=o.start_offset,
+                end_offset=o.end_offset,
+                data_time_ms=o.data_time_ms,
+            )
+
+
+def _with_range(ranges: tuple[RangeMetadata, ...], new: RangeMetadata) -> tuple[RangeMetadata, ...]:
+    indexes = [r.range_index for r in ranges]
+    at = bisect.bisect_left(indexes, new.range_index)
+    if at < len(ranges) and ranges[at].range_index == new.range_index:
+        return (*ranges[:at], new, *ranges[at + 1 :])
+    return (*ranges[:at], new, *ranges[at:])
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsImage:
+    streams: Map[int, StreamMetadata]
+    assigned_stream_id: int
+    """High-water mark of the stream id allocator (-1: none assigned yet)."""
+
+    EMPTY: ClassVar[StreamsImage]
+
+    def write(self) -> Iterator[MetadataRecord]:
+        if self.assigned_stream_id >= 0:
+            yield AssignedStreamIdRecord(assigned_stream_id=self.assigned_stream_id)
+        for _, stream in sorted_items(self.streams):
+            yield from stream.write()
+
+
+StreamsImage.EMPTY = StreamsImage(EMPTY_MAP, -1)
+
+
+class StreamsDelta:
+    __slots__ = ("assigned_stream_id", "image", "mentioned", "streams")
+
+    def __init__(self, image: StreamsImage) -> None:
+        self.image = image
+        self.streams: MapChanges[int, StreamMetadata] = MapChanges(image.streams)
+        self.assigned_stream_id: int | None = None
+        self.mentioned: dict[int, tuple[set[int], set[int]]] = {}
+        """Per stream: range indexes and object ids records of this delta named."""
+
+    def _stream(self, stream_id: int) -> StreamMetadata:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise Reject(f"stream {stream_id} does not exist")
+        return stream
+
+    def _mention(self, stream_id: int) -> tuple[set[int], set[int]]:
+        mentioned = self.mentioned.get(stream_id)
+        if mentioned is None:
+            mentioned = self.mentioned[stream_id] = (set(), set())
+        return mentioned
+
+    def replay_stream(self, record: S3StreamRecord) -> None:
+        # An update keeps the stream's ranges and objects.
+        current = self.streams.get(record.stream_id)
+        self.streams.set(
+            record.stream_id,
+            StreamMetadata(
+                record.stream_id,
+                record.epoch,
+                record.range_index,
+                record.start_offset,
+                record.state,
+                current.ranges if current is not None else (),
+                current.objects if current is not None else EMPTY_MAP,
+            ),
+        )
+        self._mention(record.stream_id)
+
+    def replay_remove_stream(self, record: RemoveS3StreamRecord) -> None:
+        self._stream(record.stream_id)
+        self.streams.delete(record.stream_id)
+        self.mentioned.pop(record.stream_id, None)
+
+    def replay_range(self, record: RangeRecord) -> None:
+        stream = self._stream(record.stream_id)
+        new = RangeMetadata(
+            record.range_index, record.epoch, record.start_offset, record.end_offset, record.node_id
+        )
+        self.streams.set(
+            record.stream_id, dataclasses.replace(stream, ranges=_with_range(stream.ranges, new))
+        )
+        self._mention(record.stream_id)[0].add(record.range_index)
+
+    def replay_remove_range(self, record: RemoveRangeRecord) -> None:
+        stream = self._stream(record.stream_id)
+        ranges = tuple(r for r in stream.ranges if r.range_index != record.range_index)
+        if len(ranges) == len(stream.ranges):
+            raise Reject(f"stream {record.stream_id} has no range {record.range_index}")
+        self.streams.set(record.stream_id, dataclasses.replace(stream, ranges=ranges))
+        self._mention(record.stream_id)[0].discard(record.range_index)
+
+    def replay_stream_object(self, record: S3StreamObjectRecord) -> None:
+        stream = self._stream(record.stream_id)
+        obj = StreamObject(
+            record.object_id, record.start_offset, record.end_offset, record.data_time_ms
+        )
+        self.streams.set(
+            record.stream_id,
+            dataclasses.replace(stream, objects=stream.objects.set(obj.object_id, obj)),
+        )
+        self._mention(record.stream_id)[1].add(record.object_id)
+
+    def replay_remove_stream_object(self, record: RemoveS3StreamObjectRecord) -> None:
+        stream = self._stream(record.stream_id)
+        if record.object_id not in stream.objects:
+            raise Reject(f"stream {record.stream_id} has no object {record.object_id}")
+        self.streams.set(
+            record.stream_id,
+            dataclasses.replace(stream, objects=stream.objects.delete(record.object_id)),
+        )
+        self._mention(record.stream_id)[1].discard(record.object_id)
+
+    def replay_assigned_stream_id(self, record: AssignedStreamIdRecord) -> None:
+        self.assigned_stream_id = record.assigned_stream_id
+
+    def finish_snapshot(self) -> None:
+        for stream_id in list(self.streams.keys()):
+            mentioned = self.mentioned.get(stream_id)
+            if mentioned is None:
+                self.streams.delete(stream_id)
+                continue
+            ranges, objects = mentioned
+            stream = self._stream(stream_id)
+            kept_ranges = tuple(r for r in stream.ranges if r.range_index in ranges)
+            kept_objects = Map({k: v for k, v in stream.objects.items() if k in objects})
+            if len(kept_ranges) != len(stream.ranges) or len(kept_objects) != len(stream.objects):
+                self.streams.set(
+                    stream_id, dataclasses.replace(stream, ranges=kept_ranges, objects=kept_objects)
+                )
+        if self.assigned_stream_id is None:
+            self.assigned_stream_id = -1
+
+    def apply(self) -> StreamsImage:
+        streams = self.streams.apply()
+        assigned = self.assigned_stream_id
+        if assigned is None:
+            assigned = self.image.assigned_stream_id
+        if streams is self.image.streams and assigned == self.image.assigned_stream_id:
+            return self.image
+        return StreamsImage(streams, assigned)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectsImage:
+    objects: Map[int, S3ObjectRecord]
+    """Object metadata by object id (the record is the immutable value)."""
+    assigned_object_id: int
+    """High-water mark of the object id allocator (-1: none assigned yet)."""
+
+    EMPTY: ClassVar[ObjectsImage]
+
+    def write(self) -> Iterator[MetadataRecord]:
+        if self.assigned_object_id >= 0:
+            yield AssignedS3ObjectIdRecord(assigned_s3_object_id=self.assigned_object_id)
+        for _, obj in sorted_items(self.objects):
+            yield obj
+
+
+ObjectsImage.EMPTY = ObjectsImage(EMPTY_MAP, -1)
+
+
+class ObjectsDelta:
+    __slots__ = ("assigned_object_id", "image", "objects")
+
+    def __init__(self, image: ObjectsImage) -> None:
+        self.image = image
+        self.objects: MapChanges[int, S3ObjectRecord] = MapChanges(image.objects)
+        self.assigned_object_id: int | None = None
+
+    def replay_object(self, record: S3ObjectRecord) -> None:
+        self.objects.set(record.object_id, record)
+
+    def replay_remove_object(self, record: RemoveS3ObjectRecord) -> None:
+        if record.object_id not in self.objects:
+            raise Reject(f"object {record.object_id} does not exist")
+        self.objects.delete(record.object_id)
+
+    def replay_assigned_object_id(self, record: AssignedS3ObjectIdRecord) -> None:
+        self.assigned_object_id = record.assigned_s3_object_id
+
+    def finish_snapshot(self) -> None:
+        self.objects.finish_snapshot()
+        if self.assigned_object_id is None:
+            self.assigned_object_id = -1
+
+    def apply(self) -> ObjectsImage:
+        objects = self.objects.apply()
+        assigned = self.assigned_object_id
+        if assigned is None:
+            assigned = self.image.assigned_object_id
+        if objects is self.image.objects and assigned == self.image.assigned_object_id:
+            return self.image
+        return ObjectsImage(objects, assigned)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWALImage:
+    nodes: Map[int, NodeWALMetadataRecord]
+    """Write-ahead-log metadata by node id: epoch and failover mode."""
+
+    EMPTY: ClassVar[NodeWALImage]
+
+    def in_failover(self, node_id: int) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.failover_mode
+
+    def write(self) -> Iterator[MetadataRecord]:
+        for _, node in sorted_items(self.nodes):
+            yield node
+
+
+NodeWALImage.EMPTY = NodeWALImage(EMPTY_MAP)
+
+
+class NodeWALDelta:
+    __slots__ = ("image", "nodes")
+
+    def __init__(self, image: NodeWALImage) -> None:
+        self.image = image
+        self.nodes: MapChanges[int, NodeWALMetadataRecord] = MapChanges(image.nodes)
+
+    def replay_node(self, record: NodeWALMetadataRecord) -> None:
+        self.nodes.set(record.node_id, record)
+
+    def finish_snapshot(self) -> None:
+        self.nodes.finish_snapshot()
+
+    def apply(self) -> NodeWALImage:
+        nodes = self.nodes.apply()
+        return self.image if nodes is self.image.nodes else NodeWALImage(nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class KVImage:
+    values: Map[str, bytes]
+
+    EMPTY: ClassVar[KVImage]
+
+    def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
+
+    def write(self) -> Iterator[MetadataRecord]:
+        items = sorted_items(self.values)
+        # One record per 1000 keys keeps snapshot records small.
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            yield KVRecord(key_values=tuple(KeyValue(key=k, value=v) for k, v in chunk))
+
+
+KVImage.EMPTY = KVImage(EMPTY_MAP)
+
+
+class KVDelta:
+    __slots__ = ("image", "values")
+
+    def __init__(self, image: KVImage) -> None:
+        self.image = image
+        self.values: MapChanges[str, bytes] = MapChanges(image.values)
+
+    def replay_kv(self, record: KVRecord) -> None:
+        for kv in record.key_values:
+            self.values.set(kv.key, kv.value)
+
+    def replay_remove_kv(self, record: RemoveKVRecord) -> None:
+        for key in record.keys:
+            self.values.delete(key)
+
+    def finish_snapshot(self) -> None:
+        self.values.finish_snapshot()
+
+    def apply(self) -> KVImage:
+        values = self.values.apply()
+        return self.image if values is self.image.values else KVImage(values)

@@ -1,0 +1,21 @@
+"""The simulated broker: synthetic controller workload and the ``broker-sim`` CLI."""
+
+from broker.sim._workload import (
+    FAILOVER_KV_KEY,
+    EventKind,
+    SyntheticController,
+    WorkloadConfig,
+    decode_stream_id,
+    encode_stream_id,
+    meta_stream_key,
+)
+
+__all__ = [
+    "FAILOVER_KV_KEY",
+    "EventKind",
+    "SyntheticController",
+    "WorkloadConfig",
+    "decode_stream_id",
+    "encode_stream_id",
+    "meta_stream_key",
+]

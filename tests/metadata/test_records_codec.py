@@ -1,0 +1,191 @@
+"""Record models and the binary batch encoding."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from broker import CorruptRecordError
+from broker.metadata import (
+    AUTOMQ_RECORD_IDS,
+    RECORD_TYPES,
+    FeatureLevelRecord,
+    MetadataRecord,
+    PartitionChangeRecord,
+    RecordBatch,
+    RegisterBrokerRecord,
+    decode_batch,
+    decode_record,
+    encode_batch,
+    encode_record,
+    iter_batches,
+)
+from tests.strategies import record_sequences
+
+KAFKA_API_KEYS = {
+    "RegisterBrokerRecord": 0,
+    "UnregisterBrokerRecord": 1,
+    "TopicRecord": 2,
+    "PartitionRecord": 3,
+    "ConfigRecord": 4,
+    "PartitionChangeRecord": 5,
+    "FenceBrokerRecord": 7,
+    "UnfenceBrokerRecord": 8,
+    "RemoveTopicRecord": 9,
+    "DelegationTokenRecord": 10,
+    "UserScramCredentialRecord": 11,
+    "FeatureLevelRecord": 12,
+    "ClientQuotaRecord": 14,
+    "ProducerIdsRecord": 15,
+    "BrokerRegistrationChangeRecord": 17,
+    "AccessControlEntryRecord": 18,
+    "RemoveAccessControlEntryRecord": 19,
+    "NoOpRecord": 20,
+    "RemoveUserScramCredentialRecord": 22,
+    "BeginTransactionRecord": 23,
+    "EndTransactionRecord": 24,
+    "AbortTransactionRecord": 25,
+    "RemoveDelegationTokenRecord": 26,
+    "RegisterControllerRecord": 27,
+}
+
+
+def test_kafka_record_types_keep_kafkas_api_keys() -> None:
+    by_name = {cls.__name__: key for key, cls in RECORD_TYPES.items() if key < 500}
+    assert by_name == KAFKA_API_KEYS
+
+
+def test_automq_record_types_have_their_own_ids_in_the_500s() -> None:
+    assert set(AUTOMQ_RECORD_IDS) >= {
+        "S3StreamRecord",
+        "RemoveS3StreamRecord",
+        "RangeRecord",
+        "RemoveRangeRecord",
+        "S3ObjectRecord",
+        "NodeWALMetadataRecord",
+        "KVRecord",
+        "RemoveKVRecord",
+        "AssignedStreamIdRecord",
+    }
+    assert all(500 <= key < 600 for key in AUTOMQ_RECORD_IDS.values())
+
+
+def test_records_are_frozen_and_forbid_unknown_fields() -> None:
+    record = FeatureLevelRecord(name="metadata.version", feature_level=1)
+    with pytest.raises(ValidationError):
+        record.feature_level = 2  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="extra"):
+        FeatureLevelRecord.model_validate({"name": "x", "feature_level": 1, "bogus": 1})
+
+
+def test_lists_become_tuples_and_int_ranges_are_checked() -> None:
+    record = PartitionChangeRecord.model_validate(
+        {"partition_id": 0, "topic_id": uuid.UUID(int=1), "isr": [1, 2]}
+    )
+    assert record.isr == (1, 2)
+    with pytest.raises(ValidationError):
+        PartitionChangeRecord(partition_id=0, topic_id=uuid.UUID(int=1), leader=-3)
+    with pytest.raises(ValidationError):
+        RegisterBrokerRecord(broker_id=2**31, incarnation_id=uuid.UUID(int=1), broker_epoch=0)
+
+
+@given(record_sequences(max_steps=25), st.integers(0, 2**40), st.integers(-1, 9))
+def test_batches_round_trip_through_the_encoding(
+    records: list[MetadataRecord], base: int, epoch: int
+) -> None:
+    if not records:
+        return
+    batch = RecordBatch(base, epoch, 123, tuple(records))
+    data = encode_batch(batch)
+    decoded, end = decode_batch(data)
+    assert decoded == batch
+    assert end == len(data)
+    for record in records:
+        assert decode_record(encode_record(record)) == record
+
+
+def _frames() -> tuple[bytes, bytes]:
+    first = encode_batch(RecordBatch(0, 1, 5, (FeatureLevelRecord(name="a", feature_level=1),)))
+    second = encode_batch(RecordBatch(1, 1, 6, (FeatureLevelRecord(name="b", feature_level=2),)))
+    return first, second
+
+
+def test_iter_batches_yields_positions() -> None:
+    first, second = _frames()
+    assert [(pos, b.base_offset) for pos, b in iter_batches(first + second)] == [
+        (0, 0),
+        (len(first), 1),
+    ]
+
+
+def test_torn_frame_is_reported_as_truncated_with_its_position() -> None:
+    first, second = _frames()
+    data = first + second[:-3]
+    with pytest.raises(CorruptRecordError) as caught:
+        list(iter_batches(data, source="log-0"))
+    assert caught.value.truncated
+    assert caught.value.position == len(first)
+    assert "position=" in str(caught.value)
+    assert "log-0" in str(caught.value)
+
+
+def test_a_flipped_byte_fails_the_crc() -> None:
+    first, _ = _frames()
+    damaged = bytearray(first)
+    damaged[-1] ^= 0xFF
+    with pytest.raises(CorruptRecordError, match="CRC32C mismatch") as caught:
+        decode_batch(bytes(damaged))
+    assert not caught.value.truncated
+    assert caught.value.position == 0
+
+
+def _reframe(body: bytes) -> bytes:
+    import crc32c
+
+    return struct.pack(">II", len(body) + 4, crc32c.crc32c(body)) + body
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xc1", "payload is not valid msgpack"),
+        (b"\x90\x90", "payload is not valid msgpack (ExtraData"),
+        (b"\x91\x92\xcd\x03\xe7\x00", "unknown record api_key 999"),
+        (b"\x91\x92\x0c\x05", "version 5 is not supported"),
+        (b"\x91\x93\x0c\x00\xa1x", "FeatureLevelRecord.feature_level"),
+        (b"\x92\x90\x90", "header says 1 records"),
+    ],
+)
+def test_garbage_with_a_valid_crc_names_the_offset_and_reason(payload: bytes, reason: str) -> None:
+    body = struct.pack(">BqiqI", 1, 42, 1, 0, 1) + payload
+    with pytest.raises(CorruptRecordError) as caught:
+        decode_batch(_reframe(body))
+    assert caught.value.offset == 42
+    assert reason in str(caught.value)
+
+
+def test_unknown_frame_format_is_refused() -> None:
+    body = struct.pack(">BqiqI", 9, 42, 1, 0, 0) + b"\x90"
+    with pytest.raises(CorruptRecordError, match="frame format 9"):
+        decode_batch(_reframe(body))
+
+
+@pytest.mark.parametrize("length", [0, 2**31])
+def test_absurd_frame_length_is_refused(length: int) -> None:
+    with pytest.raises(CorruptRecordError, match="out of range") as caught:
+        decode_batch(struct.pack(">I", length) + b"\x00" * 40)
+    assert not caught.value.truncated
+
+
+def test_a_batch_needs_records_and_a_valid_offset() -> None:
+    with pytest.raises(ValueError, match="at least one record"):
+        RecordBatch(0, 1, 0, ())
+    with pytest.raises(ValueError, match="base_offset"):
+        RecordBatch(-1, 1, 0, (FeatureLevelRecord(name="a", feature_level=1),))
+    batch = RecordBatch(10, 1, 0, (FeatureLevelRecord(name="a", feature_level=1),) * 3)
+    assert (batch.last_offset, batch.next_offset) == (12, 13)

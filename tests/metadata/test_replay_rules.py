@@ -1,0 +1,315 @@
+"""One test per replay rule of the reference, and one per ReplayError case."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from broker import BrokerError, ReplayError
+from broker.metadata import (
+    NO_LEADER,
+    BrokerRegistrationChangeRecord,
+    ConfigRecord,
+    ConfigResourceType,
+    FeatureLevelRecord,
+    FenceBrokerRecord,
+    KeyValue,
+    KVRecord,
+    LeaderRecoveryState,
+    MetadataDelta,
+    MetadataImage,
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    Provenance,
+    RangeRecord,
+    RegisterBrokerRecord,
+    RemoveAccessControlEntryRecord,
+    RemoveKVRecord,
+    RemoveRangeRecord,
+    RemoveS3ObjectRecord,
+    RemoveS3StreamObjectRecord,
+    RemoveS3StreamRecord,
+    RemoveTopicRecord,
+    S3StreamObjectRecord,
+    S3StreamRecord,
+    TopicRecord,
+    UnfenceBrokerRecord,
+    UnregisterBrokerRecord,
+    replay_records,
+)
+
+TOPIC = uuid.UUID(int=1)
+OTHER = uuid.UUID(int=2)
+P = Provenance(10, 1, 0)
+
+
+def base_records() -> list[MetadataRecord]:
+    return [
+        FeatureLevelRecord(name="metadata.version", feature_level=20),
+        RegisterBrokerRecord(broker_id=1, incarnation_id=uuid.UUID(int=9), broker_epoch=7),
+        TopicRecord(name="orders", topic_id=TOPIC),
+        PartitionRecord(
+            partition_id=0,
+            topic_id=TOPIC,
+            replicas=(1, 2, 3),
+            isr=(1, 2, 3),
+            leader=1,
+            leader_epoch=4,
+            partition_epoch=9,
+        ),
+        ConfigRecord(
+            resource_type=ConfigResourceType.TOPIC,
+            resource_name="orders",
+            name="retention.ms",
+            value="1000",
+        ),
+        S3StreamRecord(stream_id=5, epoch=1, range_index=0),
+        RangeRecord(stream_id=5, epoch=1, range_index=0, start_offset=0, end_offset=10, node_id=1),
+    ]
+
+
+@pytest.fixture
+def image() -> Iterator[MetadataImage]:
+    with replay_records(base_records(), P) as image:
+        yield image
+
+
+def after(image: MetadataImage, *records: MetadataRecord) -> MetadataImage:
+    delta = MetadataDelta(image)
+    delta.replay_all(records)
+    return delta.apply(Provenance(image.offset + len(records), 1, 0))
+
+
+# --- PartitionChange -------------------------------------------------------------------
+
+
+def test_partition_change_null_fields_leave_the_partition_unchanged(image: MetadataImage) -> None:
+    with after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC)) as new:
+        before = image.topics.partition(TOPIC, 0)
+        now = new.topics.partition(TOPIC, 0)
+        assert before is not None
+        assert now is not None
+        assert (now.replicas, now.isr, now.leader, now.leader_epoch) == (
+            before.replicas,
+            before.isr,
+            before.leader,
+            before.leader_epoch,
+        )
+
+
+def test_partition_change_leader_minus_two_keeps_leader_and_leader_epoch(
+    image: MetadataImage,
+) -> None:
+    change = PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(1, 2))
+    with after(image, change) as new:
+        partition = new.topics.partition(TOPIC, 0)
+        assert partition is not None
+        assert (partition.leader, partition.leader_epoch, partition.isr) == (1, 4, (1, 2))
+
+
+def test_partition_change_leader_minus_one_means_no_leader(image: MetadataImage) -> None:
+    with after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=-1)) as new:
+        partition = new.topics.partition(TOPIC, 0)
+        assert partition is not None
+        assert partition.leader == NO_LEADER
+        assert not partition.has_leader
+
+
+def test_leader_change_bumps_leader_epoch_and_every_change_bumps_partition_epoch(
+    image: MetadataImage,
+) -> None:
+    with after(
+        image,
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2),
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(2,)),
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader_recovery_state=1),
+    ) as new:
+        partition = new.topics.partition(TOPIC, 0)
+        assert partition is not None
+        assert partition.leader == 2
+        assert partition.leader_epoch == 5  # one leader change
+        assert partition.partition_epoch == 12  # three changes
+        assert partition.leader_recovery_state is LeaderRecoveryState.RECOVERING
+
+
+# --- brokers ------------------------------------------------------------------------------
+
+
+def test_a_registered_broker_is_fenced_by_default(image: MetadataImage) -> None:
+    broker = image.cluster.broker(1)
+    assert broker is not None
+    assert broker.fenced
+    assert image.cluster.alive_broker_ids() == []
+
+
+def test_unfence_and_fence_with_matching_epoch(image: MetadataImage) -> None:
+    with after(image, UnfenceBrokerRecord(id=1, epoch=7)) as unfenced:
+        assert unfenced.cluster.alive_broker_ids() == [1]
+        with after(unfenced, FenceBrokerRecord(id=1, epoch=7)) as fenced:
+            assert fenced.cluster.alive_broker_ids() == []
+
+
+@pytest.mark.parametrize(
+    ("fenced", "shutdown", "expect_fenced", "expect_shutdown"),
+    [(-1, 0, False, False), (0, 0, True, False), (1, 1, True, True), (-1, 1, False, True)],
+)
+def test_broker_registration_change_is_tri_state(
+    image: MetadataImage, fenced: int, shutdown: int, expect_fenced: bool, expect_shutdown: bool
+) -> None:
+    change = BrokerRegistrationChangeRecord(
+        broker_id=1,
+        broker_epoch=7,
+        fenced=fenced,  # type: ignore[arg-type]
+        in_controlled_shutdown=shutdown,  # type: ignore[arg-type]
+    )
+    with after(image, change) as new:
+        broker = new.cluster.broker(1)
+        assert broker is not None
+        assert (broker.fenced, broker.in_controlled_shutdown) == (expect_fenced, expect_shutdown)
+
+
+def test_registration_change_zero_leaves_fenced_state_alone(image: MetadataImage) -> None:
+    with after(
+        image,
+        UnfenceBrokerRecord(id=1, epoch=7),
+        BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=7, fenced=0),
+    ) as new:
+        broker = new.cluster.broker(1)
+        assert broker is not None
+        assert not broker.fenced
+
+
+def test_unregister_with_matching_epoch_removes_the_broker(image: MetadataImage) -> None:
+    with after(image, UnregisterBrokerRecord(broker_id=1, broker_epoch=7)) as new:
+        assert new.cluster.broker(1) is None
+
+
+# --- configs, topics, features ------------------------------------------------------------
+
+
+def test_config_null_value_deletes_the_key(image: MetadataImage) -> None:
+    delete = ConfigRecord(
+        resource_type=ConfigResourceType.TOPIC,
+        resource_name="orders",
+        name="retention.ms",
+        value=None,
+    )
+    with after(image, delete) as new:
+        assert dict(new.configs.configs(ConfigResourceType.TOPIC, "orders")) == {}
+        assert len(new.configs.resources) == 0
+
+
+def test_remove_topic_also_removes_its_configs(image: MetadataImage) -> None:
+    assert dict(image.configs.configs(ConfigResourceType.TOPIC, "orders")) == {
+        "retention.ms": "1000"
+    }
+    with after(image, RemoveTopicRecord(topic_id=TOPIC)) as new:
+        assert new.topics.get("orders") is None
+        assert TOPIC not in new.topics.by_id
+        assert dict(new.configs.configs(ConfigResourceType.TOPIC, "orders")) == {}
+
+
+def test_feature_level_zero_removes_the_feature(image: MetadataImage) -> None:
+    assert image.features.metadata_version == 20
+    with after(image, FeatureLevelRecord(name="metadata.version", feature_level=0)) as new:
+        assert new.features.metadata_version is None
+        assert "metadata.version" not in new.features.levels
+
+
+def test_write_emits_metadata_version_first(image: MetadataImage) -> None:
+    with after(image, FeatureLevelRecord(name="a.feature", feature_level=1)) as new:
+        first = next(iter(new.write()))
+        assert first == FeatureLevelRecord(name="metadata.version", feature_level=20)
+
+
+def test_topic_record_after_remove_recreates_the_name_with_a_new_id(image: MetadataImage) -> None:
+    with after(
+        image, RemoveTopicRecord(topic_id=TOPIC), TopicRecord(name="orders", topic_id=OTHER)
+    ) as new:
+        topic = new.topics.get("orders")
+        assert topic is not None
+        assert topic.id == OTHER
+        assert len(topic.partitions) == 0
+        assert list(new.topics.by_id) == [OTHER]
+
+
+def test_kv_set_and_remove(image: MetadataImage) -> None:
+    with after(
+        image,
+        KVRecord(key_values=(KeyValue(key="a", value=b"1"), KeyValue(key="b", value=b"2"))),
+        RemoveKVRecord(keys=("a", "never-set")),
+    ) as new:
+        assert dict(new.kv.values) == {"b": b"2"}
+
+
+def test_stream_update_keeps_its_ranges(image: MetadataImage) -> None:
+    with after(image, S3StreamRecord(stream_id=5, epoch=2, range_index=1)) as new:
+        stream = new.streams.streams[5]
+        assert stream.epoch == 2
+        assert [r.range_index for r in stream.ranges] == [0]
+
+
+# --- ReplayError cases -------------------------------------------------------------------
+
+REJECTED: list[tuple[MetadataRecord, str]] = [
+    (PartitionChangeRecord(partition_id=0, topic_id=OTHER, leader=1), "does not exist"),
+    (PartitionChangeRecord(partition_id=7, topic_id=TOPIC, leader=1), "partition 7"),
+    (PartitionRecord(partition_id=1, topic_id=OTHER), "does not exist"),
+    (RemoveTopicRecord(topic_id=OTHER), "does not exist"),
+    (TopicRecord(name="orders", topic_id=OTHER), "already used"),
+    (UnfenceBrokerRecord(id=2, epoch=7), "broker 2 is not registered"),
+    (FenceBrokerRecord(id=1, epoch=8), "epoch mismatch"),
+    (UnfenceBrokerRecord(id=1, epoch=6), "epoch mismatch"),
+    (UnregisterBrokerRecord(broker_id=1, broker_epoch=1), "epoch mismatch"),
+    (BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=2, fenced=-1), "epoch mismatch"),
+    (RemoveAccessControlEntryRecord(id=OTHER), "ACL"),
+    (
+        RangeRecord(stream_id=6, epoch=0, range_index=0, start_offset=0, end_offset=0, node_id=1),
+        "stream 6",
+    ),
+    (RemoveRangeRecord(stream_id=5, range_index=3), "no range 3"),
+    (RemoveS3StreamRecord(stream_id=6), "stream 6"),
+    (S3StreamObjectRecord(object_id=1, stream_id=6, start_offset=0, end_offset=1), "stream 6"),
+    (RemoveS3StreamObjectRecord(stream_id=5, object_id=1), "no object 1"),
+    (RemoveS3ObjectRecord(object_id=1), "object 1"),
+]
+
+
+@pytest.mark.parametrize(("record", "reason"), REJECTED, ids=lambda v: type(v).__name__)
+def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
+    image: MetadataImage, record: MetadataRecord, reason: str
+) -> None:
+    delta = MetadataDelta(image)
+    delta.replay(PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(1,)), offset=11)
+    with delta.apply(P) as expected:
+        with pytest.raises(ReplayError) as caught:
+            delta.replay(record, offset=12)
+        error = caught.value
+        assert isinstance(error, BrokerError)
+        assert error.record_type == type(record).__name__
+        assert error.offset == 12
+        assert reason in error.reason
+        assert f"cannot replay {type(record).__name__} at offset 12" in str(error)
+        assert delta.records == 1
+        with delta.apply(P) as still:
+            assert still == expected
+
+
+def test_snapshot_delta_must_be_finished_before_apply(image: MetadataImage) -> None:
+    delta = MetadataDelta(image, snapshot=True)
+    delta.replay_all(image.write())
+    with pytest.raises(BrokerError, match="finish_snapshot"):
+        delta.apply(P)
+
+
+def test_a_snapshot_may_reuse_a_name_held_by_a_topic_it_has_not_mentioned(
+    image: MetadataImage,
+) -> None:
+    delta = MetadataDelta(image, snapshot=True)
+    delta.replay(TopicRecord(name="orders", topic_id=OTHER))
+    delta.finish_snapshot()
+    with delta.apply(P) as new:
+        assert dict(new.topics.by_name) == {"orders": OTHER}
