@@ -13,6 +13,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecordError",
     "FetchTimeoutError",
+    "HolderClosedError",
     "ImageReleasedError",
     "LifetimeError",
     "LoaderHaltedError",
@@ -93,6 +94,10 @@ class LifetimeError(BrokerError):
         if self.sites:
             message += "\nRecent access records:\n" + "\n".join(f"  {s}" for s in self.sites)
         super().__init__(message)
+
+
+class HolderClosedError(BrokerError):
+    """An image holder was used after ``close()``: it holds no image any more."""
 
 
 class ReferenceCountError(LifetimeError):

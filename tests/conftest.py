@@ -20,6 +20,8 @@ settings.load_profile("broker")
 
 set_leak_detection_level(LeakDetectionLevel.PARANOID)
 
+pytest_plugins = ["pytester"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

@@ -33,6 +33,7 @@ from broker.metadata._features import (
     ProducerIdsDelta,
     ProducerIdsImage,
 )
+from broker.metadata._holder import ImageHolder
 from broker.metadata._image import SUB_IMAGES, MetadataImage, Provenance
 from broker.metadata._records import *  # noqa: F403 - the record types are the API
 from broker.metadata._records import __all__ as _record_names
@@ -101,6 +102,7 @@ __all__ = [
     "DerivedKey",
     "FeaturesDelta",
     "FeaturesImage",
+    "ImageHolder",
     "KVDelta",
     "KVImage",
     "Lease",
