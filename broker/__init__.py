@@ -12,6 +12,7 @@ from broker.errors import (
     LoaderHaltedError,
     ReferenceCountError,
     ReplayError,
+    SnapshotRequiredError,
 )
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "LoaderHaltedError",
     "ReferenceCountError",
     "ReplayError",
+    "SnapshotRequiredError",
     "__version__",
     "tune_gc",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "LoaderHaltedError",
     "ReferenceCountError",
     "ReplayError",
+    "SnapshotRequiredError",
 ]
 
 
@@ -75,6 +76,18 @@ class ReplayError(BrokerError):
         self.offset = offset
         at = f" at offset {offset}" if offset is not None else ""
         super().__init__(f"cannot replay {record_type}{at}: {reason}")
+
+
+class SnapshotRequiredError(BrokerError):
+    """The requested offset is older than the log keeps; load the newest snapshot."""
+
+    def __init__(self, offset: int, log_start: int) -> None:
+        self.offset = offset
+        self.log_start = log_start
+        super().__init__(
+            f"offset {offset} is no longer in the log (it starts at {log_start}); "
+            "load the newest snapshot and continue after it"
+        )
 
 
 class LoaderHaltedError(BrokerError):

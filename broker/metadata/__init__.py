@@ -33,8 +33,21 @@ from broker.metadata._features import (
     ProducerIdsDelta,
     ProducerIdsImage,
 )
+from broker.metadata._file_log import FileRecordLog, RecoveryReport
 from broker.metadata._holder import ImageHolder
 from broker.metadata._image import SUB_IMAGES, MetadataImage, Provenance
+from broker.metadata._loader import LoaderStatistics, MetadataLoader
+from broker.metadata._pipeline import MetadataPipeline, PipelineStatistics, SnapshotWriter
+from broker.metadata._publisher import (
+    ConsumerStatistics,
+    DeliveryMode,
+    LoadManifest,
+    MetadataConsumer,
+    MetadataPublisher,
+    MetadataUpdate,
+    PublisherStatistics,
+    Subscription,
+)
 from broker.metadata._records import *  # noqa: F403 - the record types are the API
 from broker.metadata._records import __all__ as _record_names
 from broker.metadata._refcount import (
@@ -57,6 +70,12 @@ from broker.metadata._security import (
     DelegationTokensImage,
     ScramDelta,
     ScramImage,
+)
+from broker.metadata._sources import (
+    InMemoryRecordSource,
+    RecordLog,
+    RecordSource,
+    Snapshot,
 )
 from broker.metadata._streams import (
     KVDelta,
@@ -101,7 +120,26 @@ __all__ = [
     "DelegationTokensImage",
     "DerivedKey",
     "FeaturesDelta",
+    "ConsumerStatistics",
+    "DeliveryMode",
     "FeaturesImage",
+    "FileRecordLog",
+    "InMemoryRecordSource",
+    "LoadManifest",
+    "LoaderStatistics",
+    "MetadataConsumer",
+    "MetadataLoader",
+    "MetadataPipeline",
+    "MetadataPublisher",
+    "MetadataUpdate",
+    "PipelineStatistics",
+    "PublisherStatistics",
+    "RecordLog",
+    "RecordSource",
+    "RecoveryReport",
+    "Snapshot",
+    "SnapshotWriter",
+    "Subscription",
     "ImageHolder",
     "KVDelta",
     "KVImage",

@@ -120,6 +120,13 @@ class ClusterDelta:
         self.brokers: MapChanges[int, BrokerRegistration] = MapChanges(image.brokers)
         self.controllers: MapChanges[int, ControllerRegistration] = MapChanges(image.controllers)
 
+    @classmethod
+    def creating(cls, image: ClusterImage) -> ClusterDelta:
+        delta = cls(ClusterImage.EMPTY)
+        delta.brokers = MapChanges.creating(image.brokers)
+        delta.controllers = MapChanges.creating(image.controllers)
+        return delta
+
     def _registered(self, broker_id: int, epoch: int) -> BrokerRegistration:
         broker = self.brokers.get(broker_id)
         if broker is None:

@@ -214,7 +214,7 @@ def decode_batch(
         if len(wire) != count:
             raise ValueError(f"header says {count} records, payload holds {len(wire)}")
         records = tuple(_record_from_wire(w) for w in wire)
-        batch = RecordBatch(base_offset, epoch, append_time, records)
+        batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=end - position)
     except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
         raise CorruptRecordError(
             _describe(exc), position=position, offset=base_offset, source=source

@@ -59,6 +59,12 @@ class ConfigurationsDelta:
         self.image = image
         self.changes: NestedMapChanges[ConfigResource, str, str] = NestedMapChanges(image.resources)
 
+    @classmethod
+    def creating(cls, image: ConfigurationsImage) -> ConfigurationsDelta:
+        delta = cls(ConfigurationsImage.EMPTY)
+        delta.changes = NestedMapChanges.creating(image.resources)
+        return delta
+
     def replay_config(self, record: ConfigRecord) -> None:
         resource = ConfigResource(record.resource_type, record.resource_name)
         if record.value is None:
@@ -122,6 +128,12 @@ class ClientQuotasDelta:
         self.changes: NestedMapChanges[QuotaEntityKey, str, float] = NestedMapChanges(
             image.entities
         )
+
+    @classmethod
+    def creating(cls, image: ClientQuotasImage) -> ClientQuotasDelta:
+        delta = cls(ClientQuotasImage.EMPTY)
+        delta.changes = NestedMapChanges.creating(image.entities)
+        return delta
 
     def replay_client_quota(self, record: ClientQuotaRecord) -> None:
         entity = quota_entity_key(record.entity)

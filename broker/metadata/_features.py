@@ -49,6 +49,13 @@ class FeaturesDelta:
         self.image = image
         self.levels: MapChanges[str, int] = MapChanges(image.levels)
 
+    @classmethod
+    def creating(cls, image: FeaturesImage) -> FeaturesDelta:
+        """The delta from EMPTY to ``image`` (see ``MetadataDelta.creating``)."""
+        delta = cls(FeaturesImage.EMPTY)
+        delta.levels = MapChanges.creating(image.levels)
+        return delta
+
     def replay_feature_level(self, record: FeatureLevelRecord) -> None:
         if record.feature_level == 0:
             self.levels.delete(record.name)
@@ -84,6 +91,12 @@ class ProducerIdsDelta:
     def __init__(self, image: ProducerIdsImage) -> None:
         self.image = image
         self.next_producer_id: int | None = None
+
+    @classmethod
+    def creating(cls, image: ProducerIdsImage) -> ProducerIdsDelta:
+        delta = cls(ProducerIdsImage.EMPTY)
+        delta.next_producer_id = image.next_producer_id if image.next_producer_id >= 0 else None
+        return delta
 
     def replay_producer_ids(self, record: ProducerIdsRecord) -> None:
         self.next_producer_id = record.next_producer_id

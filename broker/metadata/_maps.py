@@ -42,6 +42,13 @@ class MapChanges(Generic[K, V]):
         self.base = base
         self.changes: dict[K, V | None] = {}
 
+    @classmethod
+    def creating(cls, target: Map[K, V]) -> MapChanges[K, V]:
+        """Changes that turn an empty map into ``target``."""
+        changes: MapChanges[K, V] = cls(EMPTY_MAP)
+        changes.changes = dict(target.items())
+        return changes
+
     def get(self, key: K) -> V | None:
         changes = self.changes
         if key in changes:
@@ -103,6 +110,12 @@ class NestedMapChanges(Generic[K, K2, V]):
     def __init__(self, base: Map[K, Map[K2, V]]) -> None:
         self.base = base
         self.inner: dict[K, MapChanges[K2, V]] = {}
+
+    @classmethod
+    def creating(cls, target: Map[K, Map[K2, V]]) -> NestedMapChanges[K, K2, V]:
+        changes: NestedMapChanges[K, K2, V] = cls(EMPTY_MAP)
+        changes.inner = {key: MapChanges.creating(inner) for key, inner in target.items()}
+        return changes
 
     def _changes(self, key: K) -> MapChanges[K2, V]:
         changes = self.inner.get(key)

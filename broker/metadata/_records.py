@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID
@@ -580,6 +580,8 @@ class RecordBatch:
     epoch: int
     append_time_ms: int
     records: tuple[MetadataRecord, ...]
+    encoded_size: int | None = field(default=None, compare=False)
+    """Bytes of the batch's frame, when it was read from an encoding (None otherwise)."""
 
     def __post_init__(self) -> None:
         if self.base_offset < 0:

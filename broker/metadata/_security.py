@@ -53,6 +53,12 @@ class AclsDelta:
         self.image = image
         self.acls: MapChanges[UUID, AccessControlEntryRecord] = MapChanges(image.acls)
 
+    @classmethod
+    def creating(cls, image: AclsImage) -> AclsDelta:
+        delta = cls(AclsImage.EMPTY)
+        delta.acls = MapChanges.creating(image.acls)
+        return delta
+
     def replay_acl(self, record: AccessControlEntryRecord) -> None:
         self.acls.set(record.id, record)
 
@@ -93,6 +99,12 @@ class ScramDelta:
             MapChanges(image.credentials)
         )
 
+    @classmethod
+    def creating(cls, image: ScramImage) -> ScramDelta:
+        delta = cls(ScramImage.EMPTY)
+        delta.credentials = MapChanges.creating(image.credentials)
+        return delta
+
     def replay_credential(self, record: UserScramCredentialRecord) -> None:
         self.credentials.set((record.name, record.mechanism), record)
 
@@ -129,6 +141,12 @@ class DelegationTokensDelta:
     def __init__(self, image: DelegationTokensImage) -> None:
         self.image = image
         self.tokens: MapChanges[str, DelegationTokenRecord] = MapChanges(image.tokens)
+
+    @classmethod
+    def creating(cls, image: DelegationTokensImage) -> DelegationTokensDelta:
+        delta = cls(DelegationTokensImage.EMPTY)
+        delta.tokens = MapChanges.creating(image.tokens)
+        return delta
 
     def replay_token(self, record: DelegationTokenRecord) -> None:
         self.tokens.set(record.token_id, record)

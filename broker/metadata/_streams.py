@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -92,6 +91,22 @@ class StreamMetadata:
             key=lambda o: (o.start_offset, o.object_id),
         )
 
+    def with_parts(
+        self,
+        ranges: tuple[RangeMetadata, ...] | None = None,
+        objects: Map[int, StreamObject] | None = None,
+    ) -> StreamMetadata:
+        """A copy with new ranges and/or objects (cheaper than ``dataclasses.replace``)."""
+        return StreamMetadata(
+            self.stream_id,
+            self.epoch,
+            self.range_index,
+            self.start_offset,
+            self.state,
+            self.ranges if ranges is None else ranges,
+            self.objects if objects is None else objects,
+        )
+
     def ranges_overlapping(self, start: int, end: int) -> list[RangeMetadata]:
         return [r for r in self.ranges if r.start_offset < end and r.end_offset > start]
 
@@ -123,6 +138,15 @@ class StreamMetadata:
 
 
 def _with_range(ranges: tuple[RangeMetadata, ...], new: RangeMetadata) -> tuple[RangeMetadata, ...]:
+    # Fast paths: the writer updates its current (last) range, or opens the next one.
+    if ranges:
+        last = ranges[-1].range_index
+        if new.range_index == last:
+            return (*ranges[:-1], new)
+        if new.range_index > last:
+            return (*ranges, new)
+    else:
+        return (new,)
     indexes = [r.range_index for r in ranges]
     at = bisect.bisect_left(indexes, new.range_index)
     if at < len(ranges) and ranges[at].range_index == new.range_index:
@@ -157,6 +181,19 @@ class StreamsDelta:
         self.assigned_stream_id: int | None = None
         self.mentioned: dict[int, tuple[set[int], set[int]]] = {}
         """Per stream: range indexes and object ids records of this delta named."""
+
+    @classmethod
+    def creating(cls, image: StreamsImage) -> StreamsDelta:
+        delta = cls(StreamsImage.EMPTY)
+        delta.streams = MapChanges.creating(image.streams)
+        delta.assigned_stream_id = (
+            image.assigned_stream_id if image.assigned_stream_id >= 0 else None
+        )
+        delta.mentioned = {
+            stream_id: ({r.range_index for r in stream.ranges}, set(stream.objects.keys()))
+            for stream_id, stream in image.streams.items()
+        }
+        return delta
 
     def _stream(self, stream_id: int) -> StreamMetadata:
         stream = self.streams.get(stream_id)
@@ -198,7 +235,7 @@ class StreamsDelta:
             record.range_index, record.epoch, record.start_offset, record.end_offset, record.node_id
         )
         self.streams.set(
-            record.stream_id, dataclasses.replace(stream, ranges=_with_range(stream.ranges, new))
+            record.stream_id, stream.with_parts(ranges=_with_range(stream.ranges, new))
         )
         self._mention(record.stream_id)[0].add(record.range_index)
 
@@ -207,7 +244,7 @@ class StreamsDelta:
         ranges = tuple(r for r in stream.ranges if r.range_index != record.range_index)
         if len(ranges) == len(stream.ranges):
             raise Reject(f"stream {record.stream_id} has no range {record.range_index}")
-        self.streams.set(record.stream_id, dataclasses.replace(stream, ranges=ranges))
+        self.streams.set(record.stream_id, stream.with_parts(ranges=ranges))
         self._mention(record.stream_id)[0].discard(record.range_index)
 
     def replay_stream_object(self, record: S3StreamObjectRecord) -> None:
@@ -217,7 +254,7 @@ class StreamsDelta:
         )
         self.streams.set(
             record.stream_id,
-            dataclasses.replace(stream, objects=stream.objects.set(obj.object_id, obj)),
+            stream.with_parts(objects=stream.objects.set(obj.object_id, obj)),
         )
         self._mention(record.stream_id)[1].add(record.object_id)
 
@@ -227,7 +264,7 @@ class StreamsDelta:
             raise Reject(f"stream {record.stream_id} has no object {record.object_id}")
         self.streams.set(
             record.stream_id,
-            dataclasses.replace(stream, objects=stream.objects.delete(record.object_id)),
+            stream.with_parts(objects=stream.objects.delete(record.object_id)),
         )
         self._mention(record.stream_id)[1].discard(record.object_id)
 
@@ -245,9 +282,7 @@ class StreamsDelta:
             kept_ranges = tuple(r for r in stream.ranges if r.range_index in ranges)
             kept_objects = Map({k: v for k, v in stream.objects.items() if k in objects})
             if len(kept_ranges) != len(stream.ranges) or len(kept_objects) != len(stream.objects):
-                self.streams.set(
-                    stream_id, dataclasses.replace(stream, ranges=kept_ranges, objects=kept_objects)
-                )
+                self.streams.set(stream_id, stream.with_parts(kept_ranges, kept_objects))
         if self.assigned_stream_id is None:
             self.assigned_stream_id = -1
 
@@ -287,6 +322,15 @@ class ObjectsDelta:
         self.image = image
         self.objects: MapChanges[int, S3ObjectRecord] = MapChanges(image.objects)
         self.assigned_object_id: int | None = None
+
+    @classmethod
+    def creating(cls, image: ObjectsImage) -> ObjectsDelta:
+        delta = cls(ObjectsImage.EMPTY)
+        delta.objects = MapChanges.creating(image.objects)
+        delta.assigned_object_id = (
+            image.assigned_object_id if image.assigned_object_id >= 0 else None
+        )
+        return delta
 
     def replay_object(self, record: S3ObjectRecord) -> None:
         self.objects.set(record.object_id, record)
@@ -340,6 +384,12 @@ class NodeWALDelta:
         self.image = image
         self.nodes: MapChanges[int, NodeWALMetadataRecord] = MapChanges(image.nodes)
 
+    @classmethod
+    def creating(cls, image: NodeWALImage) -> NodeWALDelta:
+        delta = cls(NodeWALImage.EMPTY)
+        delta.nodes = MapChanges.creating(image.nodes)
+        return delta
+
     def replay_node(self, record: NodeWALMetadataRecord) -> None:
         self.nodes.set(record.node_id, record)
 
@@ -377,6 +427,12 @@ class KVDelta:
     def __init__(self, image: KVImage) -> None:
         self.image = image
         self.values: MapChanges[str, bytes] = MapChanges(image.values)
+
+    @classmethod
+    def creating(cls, image: KVImage) -> KVDelta:
+        delta = cls(KVImage.EMPTY)
+        delta.values = MapChanges.creating(image.values)
+        return delta
 
     def replay_kv(self, record: KVRecord) -> None:
         for kv in record.key_values:

@@ -231,6 +231,18 @@ class TopicsDelta:
         self.names: dict[str, UUID | None] = {}
         """Names whose owner changed in this delta (``None``: the name is free)."""
 
+    @classmethod
+    def creating(cls, image: TopicsImage) -> TopicsDelta:
+        """The delta from EMPTY to ``image``: every topic created with its partitions."""
+        delta = cls(TopicsImage.EMPTY)
+        for topic_id, topic in image.by_id.items():
+            created = TopicDelta(TopicImage(topic.name, topic_id, EMPTY_MAP))
+            created.partitions = dict(topic.partitions.items())
+            delta.changed[topic_id] = created
+            delta.created.add(topic_id)
+            delta.names[topic.name] = topic_id
+        return delta
+
     # the current view ----------------------------------------------------------------
 
     def topic_id(self, name: str) -> UUID | None:

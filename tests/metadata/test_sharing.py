@@ -10,29 +10,16 @@ from broker.metadata import (
     ConfigResourceType,
     MetadataDelta,
     MetadataImage,
-    MetadataRecord,
     PartitionChangeRecord,
-    PartitionRecord,
     Provenance,
     RemoveTopicRecord,
     TopicIdPartition,
-    TopicRecord,
     replay_records,
 )
+from tests.helpers import topic_records as topic
 
 A, B, C = (uuid.UUID(int=i) for i in (1, 2, 3))
 P = Provenance(1, 1, 1)
-
-
-def topic(topic_id: uuid.UUID, name: str, partitions: int, leader: int) -> list[MetadataRecord]:
-    records: list[MetadataRecord] = [TopicRecord(name=name, topic_id=topic_id)]
-    records += [
-        PartitionRecord(
-            partition_id=p, topic_id=topic_id, replicas=(1, 2), isr=(1, 2), leader=leader
-        )
-        for p in range(partitions)
-    ]
-    return records
 
 
 def test_untouched_sub_images_are_the_same_objects() -> None:

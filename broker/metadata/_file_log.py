@@ -1,0 +1,419 @@
+"""The file log: append-only segment files of encoded batches, plus snapshots.
+
+Layout of a log directory::
+
+    segments/<base offset, 20 digits>.log    frames of the batch codec, in offset order
+    snapshots/<offset, 20 digits>.snapshot   an image's records, written atomically
+
+Opening a directory recovers it: every frame is decoded and offsets must follow each
+other. A torn or corrupt *tail* (the last frames of the last segment, with no valid frame
+after them) is reported with its offset and truncated, like Kafka's recovery of its
+active segment. Corruption in the middle (a bad frame followed by valid ones, an offset
+gap, a bad non-last segment) raises CorruptRecordError and is never skipped.
+
+File work happens in worker threads (``anyio.to_thread``); one lock serialises it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import structlog
+
+from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
+from broker.metadata._codec import decode_batch, encode_batch
+from broker.metadata._image import MetadataImage, Provenance
+from broker.metadata._records import MetadataRecord, NoOpRecord, RecordBatch
+from broker.metadata._sources import Snapshot, next_batch
+
+__all__ = ["FileRecordLog", "RecoveryReport"]
+
+logger = structlog.get_logger(__name__)
+
+FsyncPolicy = Literal["always", "never"]
+SEGMENT_SUFFIX = ".log"
+SNAPSHOT_SUFFIX = ".snapshot"
+SNAPSHOT_CHUNK = 1000
+SNAPSHOTS_KEPT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening the directory found."""
+
+    segments: int
+    batches: int
+    next_offset: int
+    truncated_offset: int | None = None
+    """Offset the torn tail would have started at (None: the log was clean)."""
+    truncated_bytes: int = 0
+    truncated_reason: str | None = None
+
+
+class _Segment:
+    __slots__ = ("base_offset", "bases", "fd", "path", "positions", "size")
+
+    def __init__(self, path: Path, base_offset: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.bases = array("q")
+        self.positions = array("q")
+        self.size = 0
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _name(offset: int, suffix: str) -> str:
+    return f"{offset:020d}{suffix}"
+
+
+def _offset_of(path: Path) -> int:
+    try:
+        return int(path.name.split(".")[0])
+    except ValueError:
+        raise CorruptRecordError(f"unexpected file name {path.name!r}", source=str(path)) from None
+
+
+def _has_valid_frame_after(data: bytes, position: int, source: str) -> bool:
+    """Whether any valid frame starts after ``position``: then the damage is not a tail."""
+    for start in range(position + 1, len(data)):
+        try:
+            decode_batch(data, start, source=source)
+        except CorruptRecordError:
+            continue
+        return True
+    return False
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileRecordLog:
+    """A RecordLog on disk. Create with ``await FileRecordLog.open(directory)``."""
+
+    def __init__(self, directory: Path, *, fsync: FsyncPolicy, segment_bytes: int) -> None:
+        if fsync not in ("always", "never"):
+            raise BrokerError(f"fsync must be 'always' or 'never', got {fsync!r}")
+        self.directory = directory
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self._segments_dir = directory / "segments"
+        self._snapshots_dir = directory / "snapshots"
+        self._segments: list[_Segment] = []
+        self._segment_bases: list[int] = []
+        self._next_offset = 0
+        self._lock = threading.Lock()
+        self._appended: anyio.Event | None = None
+        self._closed = False
+        self.recovery = RecoveryReport(0, 0, 0)
+
+    @property
+    def name(self) -> str:
+        return f"file:{self.directory}"
+
+    @classmethod
+    async def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy = "always",
+        segment_bytes: int = 64 * 1024 * 1024,
+    ) -> FileRecordLog:
+        """Open (creating if needed) and recover a log directory."""
+        log = cls(Path(directory), fsync=fsync, segment_bytes=segment_bytes)
+        await anyio.to_thread.run_sync(log._recover)
+        return log
+
+    # recovery --------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        self._segments_dir.mkdir(parents=True, exist_ok=True)
+        self._snapshots_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self._snapshots_dir.glob("*.tmp"):
+            stale.unlink()
+        paths = sorted(self._segments_dir.glob(f"*{SEGMENT_SUFFIX}"), key=_offset_of)
+        expected: int | None = None
+        batches = 0
+        truncated: tuple[int, int, str] | None = None
+        for index, path in enumerate(paths):
+            base = _offset_of(path)
+            if expected is not None and base != expected:
+                raise CorruptRecordError(
+                    f"segment starts at offset {base}, the previous one ends before {expected}",
+                    offset=expected,
+                    source=str(path),
+                )
+            expected = base
+            segment = _Segment(path, base)
+            data = path.read_bytes()
+            position = 0
+            while position < len(data):
+                try:
+                    batch, end = decode_batch(data, position, source=str(path))
+                    if batch.base_offset != expected:
+                        raise CorruptRecordError(
+                            f"batch has offset {batch.base_offset}, expected {expected}",
+                            position=position,
+                            offset=batch.base_offset,
+                            source=str(path),
+                        )
+                except CorruptRecordError as error:
+                    last = index == len(paths) - 1
+                    if not last or _has_valid_frame_after(data, position, str(path)):
+                        segment.close()
+                        self._close_segments()
+                        raise
+                    truncated = (expected, len(data) - position, error.reason)
+                    os.truncate(path, position)
+                    logger.warning(
+                        "log_tail_truncated",
+                        log=self.name,
+                        segment=path.name,
+                        offset=expected,
+                        position=position,
+                        bytes=len(data) - position,
+                        reason=error.reason,
+                    )
+                    break
+                segment.bases.append(batch.base_offset)
+                segment.positions.append(position)
+                expected = batch.next_offset
+                position = end
+                batches += 1
+            segment.size = position
+            self._segments.append(segment)
+            self._segment_bases.append(base)
+        self._next_offset = expected if expected is not None else 0
+        self.recovery = RecoveryReport(
+            len(self._segments),
+            batches,
+            self._next_offset,
+            truncated[0] if truncated else None,
+            truncated[1] if truncated else 0,
+            truncated[2] if truncated else None,
+        )
+
+    def _close_segments(self) -> None:
+        for segment in self._segments:
+            segment.close()
+        self._segments.clear()
+        self._segment_bases.clear()
+
+    # writing ---------------------------------------------------------------------------
+
+    def _append_sync(self, batch: RecordBatch) -> None:
+        frame = encode_batch(batch)
+        with self._lock:
+            if self._closed:
+                raise BrokerError(f"{self.name} is closed")
+            if batch.base_offset != self._next_offset:
+                raise BrokerError(
+                    f"{self.name}: batch offset {batch.base_offset} is not the next offset "
+                    f"{self._next_offset}"
+                )
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or (segment.size and segment.size + len(frame) > self.segment_bytes):
+                segment = _Segment(
+                    self._segments_dir / _name(batch.base_offset, SEGMENT_SUFFIX), batch.base_offset
+                )
+                self._segments.append(segment)
+                self._segment_bases.append(segment.base_offset)
+                if self.fsync == "always":
+                    _fsync_directory(self._segments_dir)
+            written = os.write(segment.fd, frame)
+            if written != len(frame):  # pragma: no cover - a full disk
+                raise BrokerError(f"{self.name}: short write ({written} of {len(frame)} bytes)")
+            if self.fsync == "always":
+                os.fsync(segment.fd)
+            segment.bases.append(batch.base_offset)
+            segment.positions.append(segment.size)
+            segment.size += len(frame)
+            self._next_offset = batch.next_offset
+
+    async def append(
+        self,
+        records: Sequence[MetadataRecord],
+        *,
+        epoch: int = 1,
+        append_time_ms: int | None = None,
+    ) -> RecordBatch:
+        batch = next_batch(self._next_offset, records, epoch, append_time_ms)
+        await self.append_batch(batch)
+        return batch
+
+    async def append_batch(self, batch: RecordBatch) -> None:
+        await anyio.to_thread.run_sync(self._append_sync, batch)
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
+
+    # reading ---------------------------------------------------------------------------
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def log_start(self) -> int:
+        return self._segment_bases[0] if self._segment_bases else self._next_offset
+
+    async def high_water_mark(self) -> int:
+        return self._next_offset
+
+    def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        with self._lock:
+            if start_offset < self.log_start:
+                raise SnapshotRequiredError(start_offset, self.log_start)
+            index = bisect.bisect_right(self._segment_bases, start_offset) - 1
+            out: list[RecordBatch] = []
+            count = 0
+            while index < len(self._segments) and (not out or count < max_records):
+                segment = self._segments[index]
+                at = bisect.bisect_left(segment.bases, start_offset)
+                if at < len(segment.bases):
+                    if segment.bases[at] != start_offset:
+                        raise BrokerError(
+                            f"{self.name}: offset {start_offset} is not a batch boundary"
+                        )
+                    data = os.pread(
+                        segment.fd, segment.size - segment.positions[at], segment.positions[at]
+                    )
+                    position = 0
+                    while position < len(data) and (not out or count < max_records):
+                        batch, end = decode_batch(data, position, source=str(segment.path))
+                        if out and count + len(batch.records) > max_records:
+                            return out
+                        out.append(batch)
+                        count += len(batch.records)
+                        start_offset = batch.next_offset
+                        position = end
+                index += 1
+            return out
+
+    async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        while start_offset >= self._next_offset:
+            if self._appended is None:
+                self._appended = anyio.Event()
+            await self._appended.wait()
+        return await anyio.to_thread.run_sync(self._read_sync, start_offset, max_records)
+
+    # snapshots and retention --------------------------------------------------------------
+
+    def _snapshot_paths(self) -> list[Path]:
+        return sorted(self._snapshots_dir.glob(f"*{SNAPSHOT_SUFFIX}"), key=_offset_of, reverse=True)
+
+    def _read_snapshot(self, path: Path) -> Snapshot:
+        data = path.read_bytes()
+        records: list[MetadataRecord] = []
+        provenance: Provenance | None = None
+        position = 0
+        while position < len(data):
+            batch, position = decode_batch(data, position, source=str(path))
+            if provenance is None:
+                provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
+            records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
+        if provenance is None or provenance.offset != _offset_of(path):
+            raise CorruptRecordError(
+                "snapshot holds no header batch for its offset", source=str(path)
+            )
+        return Snapshot(provenance, tuple(records), encoded_size=len(data), name=path.name)
+
+    def _latest_snapshot_sync(self) -> Snapshot | None:
+        for path in self._snapshot_paths():
+            try:
+                return self._read_snapshot(path)
+            except CorruptRecordError as error:
+                logger.warning(
+                    "snapshot_invalid", log=self.name, snapshot=path.name, reason=str(error)
+                )
+        return None
+
+    async def latest_snapshot(self) -> Snapshot | None:
+        return await anyio.to_thread.run_sync(self._latest_snapshot_sync)
+
+    def _write_snapshot_sync(self, provenance: Provenance, records: list[MetadataRecord]) -> int:
+        # The first batch carries the provenance even for an empty image (a NoOp).
+        chunks = [records[i : i + SNAPSHOT_CHUNK] for i in range(0, len(records), SNAPSHOT_CHUNK)]
+        chunks = chunks or [[NoOpRecord()]]
+        final = self._snapshots_dir / _name(provenance.offset, SNAPSHOT_SUFFIX)
+        temporary = final.with_name(final.name + ".tmp")
+        size = 0
+        with open(temporary, "wb") as file:
+            for chunk in chunks:
+                frame = encode_batch(
+                    RecordBatch(
+                        provenance.offset, provenance.epoch, provenance.append_time_ms, tuple(chunk)
+                    )
+                )
+                file.write(frame)
+                size += len(frame)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, final)
+        _fsync_directory(self._snapshots_dir)
+        for old in self._snapshot_paths()[SNAPSHOTS_KEPT:]:
+            old.unlink(missing_ok=True)
+        return size
+
+    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
+        """Write ``image`` as a snapshot (temp file, fsync, rename); the caller holds it."""
+        records = list(image.write())
+        size = await anyio.to_thread.run_sync(self._write_snapshot_sync, image.provenance, records)
+        logger.info(
+            "snapshot_written", log=self.name, offset=image.offset, records=len(records), bytes=size
+        )
+        return Snapshot(
+            image.provenance,
+            tuple(records),
+            encoded_size=size,
+            name=_name(image.offset, SNAPSHOT_SUFFIX),
+        )
+
+    def truncate_before(self, offset: int) -> int:
+        """Delete whole segments below ``offset`` that the newest snapshot covers.
+
+        Returns how many segments were deleted; the active segment always stays.
+        """
+        paths = self._snapshot_paths()
+        covered = _offset_of(paths[0]) + 1 if paths else 0
+        limit = min(offset, covered)
+        deleted = 0
+        with self._lock:
+            while len(self._segments) > 1 and self._segment_bases[1] <= limit:
+                segment = self._segments.pop(0)
+                self._segment_bases.pop(0)
+                segment.close()
+                segment.path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._close_segments()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FileRecordLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

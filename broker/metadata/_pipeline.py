@@ -1,0 +1,158 @@
+"""The whole pipeline in one ``async with``: publisher, loader, optional snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from broker.metadata._image import MetadataImage
+from broker.metadata._loader import LoaderStatistics, MetadataLoader, ReplayErrorPolicy
+from broker.metadata._publisher import (
+    ConsumerStatistics,
+    DeliveryMode,
+    MetadataConsumer,
+    MetadataPublisher,
+    MetadataUpdate,
+    PublisherStatistics,
+    Subscription,
+)
+from broker.metadata._refcount import Lease
+from broker.metadata._sources import RecordLog, RecordSource
+from broker.metadata._tasks import single_cause
+
+__all__ = ["MetadataPipeline", "PipelineStatistics", "SnapshotWriter"]
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStatistics:
+    loader: LoaderStatistics
+    publisher: PublisherStatistics
+
+    @property
+    def current_offset(self) -> int:
+        return self.publisher.current_offset
+
+    @property
+    def images_published(self) -> int:
+        return self.publisher.images_published
+
+    @property
+    def replay_errors(self) -> int:
+        return self.loader.replay_errors
+
+    @property
+    def consumer_faults(self) -> int:
+        return self.publisher.consumer_faults
+
+    @property
+    def live_images(self) -> int:
+        return self.publisher.live_images
+
+    @property
+    def consumers(self) -> tuple[ConsumerStatistics, ...]:
+        return self.publisher.consumers
+
+
+class MetadataPipeline(anyio.AsyncContextManagerMixin):
+    """Loader and publisher on one source.
+
+    ::
+
+        async with MetadataPipeline(source) as pipeline:
+            pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
+            with await pipeline.wait_for_offset(0) as image:
+                ...
+
+    After the block every image the pipeline held is released.
+    """
+
+    def __init__(
+        self,
+        source: RecordSource,
+        *,
+        max_records_per_image: int = 10_000,
+        on_replay_error: ReplayErrorPolicy = "skip",
+        name: str = "metadata",
+    ) -> None:
+        self.source = source
+        self.publisher = MetadataPublisher(f"{name}.publisher")
+        self.loader = MetadataLoader(
+            source,
+            self.publisher,
+            max_records_per_image=max_records_per_image,
+            on_replay_error=on_replay_error,
+            name=f"{name}.loader",
+        )
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[MetadataPipeline]:
+        with single_cause():
+            async with self.publisher, self.loader:
+                yield self
+
+    def add_consumer(
+        self,
+        consumer: MetadataConsumer,
+        mode: DeliveryMode = DeliveryMode.EVERY_DELTA,
+        *,
+        queue_size: int = 16,
+        stall_timeout: float | None = None,
+    ) -> Subscription:
+        return self.publisher.add_consumer(
+            consumer, mode, queue_size=queue_size, stall_timeout=stall_timeout
+        )
+
+    def remove_consumer(self, name: str) -> None:
+        self.publisher.remove_consumer(name)
+
+    def lease(self) -> Lease[MetadataImage]:
+        return self.publisher.lease()
+
+    async def wait_for_offset(self, offset: int) -> Lease[MetadataImage]:
+        return await self.publisher.wait_for_offset(offset)
+
+    def statistics(self) -> PipelineStatistics:
+        return PipelineStatistics(self.loader.statistics(), self.publisher.statistics())
+
+
+class SnapshotWriter:
+    """A latest-image consumer that snapshots the image every ``every_records`` offsets.
+
+    It runs on its own consumer task, so writing never blocks the loader (Kafka's
+    snapshot generator queue). With ``truncate``, log below the snapshot is dropped.
+    """
+
+    def __init__(
+        self,
+        log: RecordLog,
+        *,
+        every_records: int = 100_000,
+        truncate: bool = True,
+        name: str = "snapshot-writer",
+    ) -> None:
+        self.log = log
+        self.every_records = every_records
+        self.truncate = truncate
+        self._name = name
+        self.last_offset = -1
+        self.snapshots = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        image = update.image
+        if image.offset - self.last_offset < self.every_records:
+            return
+        snapshot = await self.log.save_snapshot(image)
+        self.last_offset = snapshot.provenance.offset
+        self.snapshots += 1
+        if self.truncate:
+            self.log.truncate_before(snapshot.provenance.offset + 1)
