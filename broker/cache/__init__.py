@@ -1,3 +1,73 @@
-"""The metadata cache: METADATA answers, failover check and stream metadata."""
+"""The metadata cache: METADATA answers, failover check and stream metadata on live images."""
 
-__all__: list[str] = []
+from broker.cache._failover import (
+    FailoverIndex,
+    FailoverMonitor,
+    FailoverStatistics,
+    FailoverStatus,
+    MissingStreamPolicy,
+    PartitionInFailover,
+    check_partition,
+    failover_index_key,
+)
+from broker.cache._metadata_cache import (
+    DEFAULT_LISTENER,
+    ClusterDescription,
+    DirectoryId,
+    MetadataCache,
+    PartitionLeader,
+    answer_metadata,
+)
+from broker.cache._models import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    INTERNAL_TOPICS,
+    MAX_METADATA_VERSION,
+    NO_LEADER_ID,
+    ZERO_UUID,
+    BrokerMetadata,
+    ErrorCode,
+    MetadataRequest,
+    MetadataResponse,
+    PartitionMetadata,
+    RequestTopic,
+    TopicMetadata,
+)
+from broker.cache._streams import (
+    FetchResult,
+    StreamFetchError,
+    StreamManagerStatistics,
+    StreamMetadataManager,
+)
+
+__all__ = [
+    "AUTHORIZED_OPERATIONS_OMITTED",
+    "DEFAULT_LISTENER",
+    "INTERNAL_TOPICS",
+    "MAX_METADATA_VERSION",
+    "NO_LEADER_ID",
+    "ZERO_UUID",
+    "BrokerMetadata",
+    "ClusterDescription",
+    "DirectoryId",
+    "ErrorCode",
+    "FailoverIndex",
+    "FailoverMonitor",
+    "FailoverStatistics",
+    "FailoverStatus",
+    "FetchResult",
+    "MetadataCache",
+    "MetadataRequest",
+    "MetadataResponse",
+    "MissingStreamPolicy",
+    "PartitionInFailover",
+    "PartitionLeader",
+    "PartitionMetadata",
+    "RequestTopic",
+    "StreamFetchError",
+    "StreamManagerStatistics",
+    "StreamMetadataManager",
+    "TopicMetadata",
+    "answer_metadata",
+    "check_partition",
+    "failover_index_key",
+]

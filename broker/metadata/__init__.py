@@ -34,7 +34,7 @@ from broker.metadata._features import (
     ProducerIdsImage,
 )
 from broker.metadata._file_log import FileRecordLog, RecoveryReport
-from broker.metadata._holder import ImageHolder
+from broker.metadata._holder import HoldingConsumer, ImageHolder
 from broker.metadata._image import SUB_IMAGES, MetadataImage, Provenance
 from broker.metadata._loader import LoaderStatistics, MetadataLoader
 from broker.metadata._pipeline import MetadataPipeline, PipelineStatistics, SnapshotWriter
@@ -124,6 +124,7 @@ __all__ = [
     "DeliveryMode",
     "FeaturesImage",
     "FileRecordLog",
+    "HoldingConsumer",
     "InMemoryRecordSource",
     "LoadManifest",
     "LoaderStatistics",

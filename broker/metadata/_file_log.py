@@ -33,6 +33,7 @@ from broker.metadata._codec import decode_batch, encode_batch
 from broker.metadata._image import MetadataImage, Provenance
 from broker.metadata._records import MetadataRecord, NoOpRecord, RecordBatch
 from broker.metadata._sources import Snapshot, next_batch
+from broker.metadata._tasks import Notifier
 
 __all__ = ["FileRecordLog", "RecoveryReport"]
 
@@ -120,7 +121,7 @@ class FileRecordLog:
         self._segment_bases: list[int] = []
         self._next_offset = 0
         self._lock = threading.Lock()
-        self._appended: anyio.Event | None = None
+        self._appended = Notifier()
         self._closed = False
         self.recovery = RecoveryReport(0, 0, 0)
 
@@ -260,9 +261,7 @@ class FileRecordLog:
 
     async def append_batch(self, batch: RecordBatch) -> None:
         await anyio.to_thread.run_sync(self._append_sync, batch)
-        if self._appended is not None:
-            self._appended.set()
-            self._appended = None
+        self._appended.notify()
 
     # reading ---------------------------------------------------------------------------
 
@@ -309,8 +308,6 @@ class FileRecordLog:
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         while start_offset >= self._next_offset:
-            if self._appended is None:
-                self._appended = anyio.Event()
             await self._appended.wait()
         return await anyio.to_thread.run_sync(self._read_sync, start_offset, max_records)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.lowlevel import EventLoopToken, current_token
@@ -19,7 +20,10 @@ from broker.errors import HolderClosedError
 from broker.metadata._image import MetadataImage
 from broker.metadata._refcount import Lease
 
-__all__ = ["ImageHolder"]
+if TYPE_CHECKING:
+    from broker.metadata._publisher import MetadataUpdate
+
+__all__ = ["HoldingConsumer", "ImageHolder"]
 
 # Sites recorded for leak reports point past this module, at the holder's caller.
 _LIFETIME_INTERNAL = True
@@ -137,3 +141,38 @@ class ImageHolder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HoldingConsumer:
+    """A consumer that keeps the newest image it was given in its own holder.
+
+    The base of the metadata cache, the stream metadata manager and the failover
+    monitor: each takes its own reference on hand-off (AutoMQ #2089/#2882) and every
+    read leases from it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._holder = ImageHolder(name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def offset(self) -> int:
+        """Offset of the held image (-1 before the first one)."""
+        return self._holder.offset
+
+    async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        self._holder.set(update.image)
+
+    def lease(self) -> Lease[MetadataImage]:
+        return self._holder.lease()
+
+    async def wait_for_offset(self, offset: int) -> Lease[MetadataImage]:
+        return await self._holder.wait_lease(offset)
+
+    def close(self) -> None:
+        """Release the held image; idempotent."""
+        self._holder.close()

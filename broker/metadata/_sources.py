@@ -14,11 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import anyio
-
 from broker.errors import BrokerError, SnapshotRequiredError
 from broker.metadata._image import MetadataImage, Provenance
 from broker.metadata._records import MetadataRecord, RecordBatch
+from broker.metadata._tasks import Notifier
 
 __all__ = [
     "InMemoryRecordSource",
@@ -106,7 +105,7 @@ class InMemoryRecordSource:
         self._bases: list[int] = []
         self._next_offset = 0
         self._log_start = 0
-        self._appended: anyio.Event | None = None  # created by the first waiting reader
+        self._appended = Notifier()
         self._snapshots: list[Snapshot] = []
 
     @property
@@ -156,9 +155,7 @@ class InMemoryRecordSource:
         self._batches.append(batch)
         self._bases.append(batch.base_offset)
         self._next_offset = batch.next_offset
-        if self._appended is not None:
-            self._appended.set()
-            self._appended = None
+        self._appended.notify()
 
     def extend(self, batches: Iterable[RecordBatch]) -> None:
         for batch in batches:
@@ -171,8 +168,6 @@ class InMemoryRecordSource:
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         while start_offset >= self._next_offset:
-            if self._appended is None:
-                self._appended = anyio.Event()
             await self._appended.wait()
         if start_offset < self._log_start:
             raise SnapshotRequiredError(start_offset, self._log_start)

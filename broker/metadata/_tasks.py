@@ -5,7 +5,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["single_cause"]
+import anyio
+
+__all__ = ["Notifier", "single_cause"]
+
+
+class Notifier:
+    """Wakes every task waiting for "something changed".
+
+    Safe to create outside an event loop (the event is made by the first waiter).
+    Waiters re-check their condition after waking: ``while not ready: await n.wait()``.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
 
 
 @contextmanager

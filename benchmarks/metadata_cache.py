@@ -1,0 +1,180 @@
+"""METADATA (all topics) cost, with and without the failover check, in one run.
+
+For 1k, 10k and 100k partitions (every partition with a meta stream, AutoMQ style):
+
+* all-topics METADATA without the failover check (plain Kafka)
+* with the check, the (topic, partition) -> stream index being per-image derived state
+  (built once per image; the table shows the warm per-request cost)
+* the baseline that rebuilds the index on every request
+* the failover check alone, per partition (target: <= 2 us at 100k partitions)
+
+    python3 dev bench metadata_cache [--sizes 1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Iterator
+
+from broker import tune_gc
+from broker.cache import (
+    FailoverIndex,
+    MetadataRequest,
+    answer_metadata,
+    check_partition,
+    failover_index_key,
+)
+from broker.metadata import (
+    BrokerEndpoint,
+    KeyValue,
+    KVRecord,
+    MetadataDelta,
+    MetadataImage,
+    MetadataRecord,
+    PartitionRecord,
+    Provenance,
+    RangeRecord,
+    RegisterBrokerRecord,
+    S3StreamRecord,
+    TopicRecord,
+    UnfenceBrokerRecord,
+)
+from broker.sim import encode_stream_id, meta_stream_key
+
+CLUSTER = "bench"
+PER_TOPIC = 100
+BROKERS = 6
+
+
+def records(partitions: int) -> Iterator[MetadataRecord]:
+    for broker in range(1, BROKERS + 1):
+        yield RegisterBrokerRecord(
+            broker_id=broker,
+            incarnation_id=uuid.UUID(int=broker),
+            broker_epoch=broker,
+            end_points=(BrokerEndpoint(name="PLAINTEXT", host=f"b{broker}", port=9092),),
+        )
+        yield UnfenceBrokerRecord(id=broker, epoch=broker)
+    stream = 0
+    for t in range(partitions // PER_TOPIC):
+        topic_id = uuid.UUID(int=t + 1)
+        yield TopicRecord(name=f"topic-{t:05d}", topic_id=topic_id)
+        kvs = []
+        for p in range(PER_TOPIC):
+            leader = 1 + (t + p) % BROKERS
+            replicas = (leader, 1 + (leader % BROKERS), 1 + ((leader + 1) % BROKERS))
+            yield PartitionRecord(
+                partition_id=p,
+                topic_id=topic_id,
+                replicas=replicas,
+                isr=replicas,
+                leader=leader,
+                leader_epoch=3,
+            )
+            yield S3StreamRecord(stream_id=stream, epoch=3, range_index=0)
+            yield RangeRecord(
+                stream_id=stream,
+                epoch=3,
+                range_index=0,
+                start_offset=0,
+                end_offset=9,
+                node_id=leader,
+            )
+            kvs.append(
+                KeyValue(key=meta_stream_key(CLUSTER, topic_id, p), value=encode_stream_id(stream))
+            )
+            stream += 1
+        yield KVRecord(key_values=tuple(kvs))
+
+
+def build(partitions: int) -> MetadataImage:
+    delta = MetadataDelta(MetadataImage.EMPTY)
+    delta.replay_all(records(partitions))
+    return delta.apply(Provenance(0, 1, 0))
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def measure(partitions: int, repeat: int) -> dict[str, float]:
+    with build(partitions) as image:
+        request = MetadataRequest()
+
+        def plain() -> object:
+            return answer_metadata(image, request, cluster_id=CLUSTER, failover_check=False)
+
+        def checked() -> object:
+            return answer_metadata(image, request, cluster_id=CLUSTER)
+
+        def rebuild_index() -> object:
+            return FailoverIndex(CLUSTER, image.kv.values)
+
+        checked()  # warm: the index is built once for this image
+        index = image.derived(failover_index_key(CLUSTER))
+        pairs = [
+            (topic.id, p, partition)
+            for topic in image.topics.by_id.values()
+            for p, partition in topic.partitions.items()
+        ]
+        streams = image.streams
+
+        def check_all() -> None:
+            for topic_id, p, partition in pairs:
+                check_partition(index, streams, topic_id, p, partition)
+
+        per_check = min(timeit.repeat(check_all, number=1, repeat=5)) / len(pairs) * 1e6
+        return {
+            "plain": median_ms(plain, repeat),
+            "checked": median_ms(checked, repeat),
+            "rebuild": median_ms(rebuild_index, repeat),
+            "per_check_us": per_check,
+        }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    tune_gc()
+    header = (
+        f"{'partitions':>10} {'plain ms':>9} {'check ms':>9} {'rebuild/request ms':>19} "
+        f"{'check speedup':>14} {'check us/partition':>19}"
+    )
+    print("all-topics METADATA, median of", args.repeat)
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for size in (int(s) for s in args.sizes.split(",")):
+        m = measure(size, args.repeat)
+        baseline = m["checked"] + m["rebuild"]
+        print(
+            f"{size:>10,} {m['plain']:>9.2f} {m['checked']:>9.2f} {baseline:>19.2f} "
+            f"{baseline / m['checked']:>13.2f}x {m['per_check_us']:>19.3f}"
+        )
+        if size >= 100_000:
+            ok = m["per_check_us"] <= 2.0
+    print()
+    print("rebuild/request = answer with the check + building the index again (the baseline)")
+    print(
+        "target: failover check <= 2 us per partition at 100k partitions:",
+        "met" if ok else "NOT met",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

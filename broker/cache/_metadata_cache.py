@@ -1,0 +1,353 @@
+"""The metadata cache: METADATA answers from the newest image, one lease per request.
+
+This is where AutoMQ's bug happened (#2087): the cache checked failover for every
+partition of every METADATA response while another consumer released the image. Here
+the cache keeps its own reference in an ImageHolder (retain new, swap, release old) and
+every request leases the current image once and answers entirely from it; the response
+carries the provenance it was answered from.
+
+Error semantics follow Kafka's KRaftMetadataCache (``kafka-kraft-metadata.md``):
+UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, LISTENER_NOT_FOUND (v6+),
+REPLICA_NOT_AVAILABLE (v0 only), offline replicas, fenced brokers left out of the broker
+list, a random alive broker as controller id. Topics asked by id that do not exist get
+UNKNOWN_TOPIC_ID, as Kafka answers since KIP-516.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import UUID
+
+from broker.cache._failover import (
+    FailoverIndex,
+    FailoverStatus,
+    MissingStreamPolicy,
+    check_partition,
+    failover_index_key,
+)
+from broker.cache._models import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    INTERNAL_TOPICS,
+    MAX_METADATA_VERSION,
+    NO_LEADER_ID,
+    ZERO_UUID,
+    BrokerMetadata,
+    ErrorCode,
+    MetadataRequest,
+    MetadataResponse,
+    PartitionMetadata,
+    TopicMetadata,
+)
+from broker.errors import BrokerError
+from broker.metadata import (
+    NO_LEADER,
+    BrokerRegistration,
+    HoldingConsumer,
+    MetadataImage,
+    PartitionRegistration,
+    Provenance,
+    StreamsImage,
+    TopicImage,
+)
+
+__all__ = [
+    "DEFAULT_LISTENER",
+    "ClusterDescription",
+    "DirectoryId",
+    "MetadataCache",
+    "PartitionLeader",
+    "answer_metadata",
+]
+
+DEFAULT_LISTENER = "PLAINTEXT"
+
+
+class DirectoryId:
+    """Kafka's reserved log directory ids (``DirectoryId``)."""
+
+    UNASSIGNED = UUID(int=0)
+    LOST = UUID(int=1)
+    MIGRATING = UUID(int=2)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    cluster_id: str
+    controller_id: int
+    brokers: tuple[BrokerMetadata, ...]
+    provenance: Provenance
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLeader:
+    error_code: ErrorCode
+    leader_id: int
+    leader_epoch: int
+    provenance: Provenance
+
+
+class _BrokerView:
+    """Per-request facts about one registered broker, for the listener asked about."""
+
+    __slots__ = ("endpoint", "fenced", "log_dirs")
+
+    def __init__(self, broker: BrokerRegistration, listener: str) -> None:
+        self.endpoint = broker.listener(listener)
+        self.fenced = broker.fenced
+        self.log_dirs = broker.log_dirs
+
+    def has_online_dir(self, directory: UUID) -> bool:
+        if directory in (DirectoryId.UNASSIGNED, DirectoryId.MIGRATING):
+            return True
+        if directory == DirectoryId.LOST:
+            return False
+        return not self.log_dirs or directory in self.log_dirs
+
+
+class _Answer:
+    """The state one request is answered from; every read comes from ``image``."""
+
+    def __init__(
+        self,
+        image: MetadataImage,
+        version: int,
+        listener: str,
+        index: FailoverIndex | None,
+        missing_stream: MissingStreamPolicy,
+    ) -> None:
+        self.version = version
+        self.brokers = {b.id: _BrokerView(b, listener) for b in image.cluster.brokers.values()}
+        self.streams: StreamsImage = image.streams
+        self.index = index
+        self.missing_stream = missing_stream
+
+    def _offline(self, partition: PartitionRegistration) -> tuple[int, ...]:
+        brokers = self.brokers
+        directories = partition.directories
+        offline = []
+        for i, replica in enumerate(partition.replicas):
+            view = brokers.get(replica)
+            if (
+                view is None
+                or view.endpoint is None
+                or view.fenced
+                or (i < len(directories) and not view.has_online_dir(directories[i]))
+            ):
+                offline.append(replica)
+        return tuple(offline)
+
+    def _available(self, replicas: Iterable[int]) -> tuple[int, ...]:
+        brokers = self.brokers
+        return tuple(
+            r for r in replicas if (v := brokers.get(r)) is not None and v.endpoint is not None
+        )
+
+    def partition(
+        self, topic: TopicImage, partition_id: int, partition: PartitionRegistration
+    ) -> PartitionMetadata:
+        replicas, isr = partition.replicas, partition.isr
+        if self.version == 0:  # v0 lists only replicas it can reach, and says so
+            replicas, isr = self._available(replicas), self._available(isr)
+        leader = partition.leader
+        view = self.brokers.get(leader) if leader != NO_LEADER else None
+        leader_id = NO_LEADER_ID
+        if view is None:
+            error = ErrorCode.LEADER_NOT_AVAILABLE
+        elif view.endpoint is None:
+            error = (
+                ErrorCode.LISTENER_NOT_FOUND
+                if self.version >= 6
+                else ErrorCode.LEADER_NOT_AVAILABLE
+            )
+        else:
+            error = ErrorCode.NONE
+            leader_id = leader
+            if self.version == 0 and (
+                len(replicas) < len(partition.replicas) or len(isr) < len(partition.isr)
+            ):
+                error = ErrorCode.REPLICA_NOT_AVAILABLE
+            if self.index is not None and not self._failed_over(topic.id, partition_id, partition):
+                error, leader_id = ErrorCode.LEADER_NOT_AVAILABLE, NO_LEADER_ID
+        return PartitionMetadata(
+            error_code=error,
+            partition_index=partition_id,
+            leader_id=leader_id,
+            leader_epoch=partition.leader_epoch,
+            replica_nodes=replicas,
+            isr_nodes=isr,
+            offline_replicas=self._offline(partition),
+        )
+
+    def _failed_over(
+        self, topic_id: UUID, partition_id: int, partition: PartitionRegistration
+    ) -> bool:
+        assert self.index is not None
+        status, _ = check_partition(self.index, self.streams, topic_id, partition_id, partition)
+        if status is FailoverStatus.NO_META_STREAM:
+            return self.missing_stream == "skip"
+        return status is FailoverStatus.HEALTHY
+
+    def topic(self, topic: TopicImage) -> TopicMetadata:
+        partitions = topic.partitions
+        return TopicMetadata(
+            error_code=ErrorCode.NONE,
+            name=topic.name,
+            topic_id=topic.id,
+            is_internal=topic.name in INTERNAL_TOPICS,
+            partitions=tuple(
+                self.partition(topic, p, partitions[p]) for p in sorted(partitions.keys())
+            ),
+            topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
+
+
+def _alive(image: MetadataImage, listener: str) -> tuple[list[BrokerMetadata], list[int]]:
+    """Unfenced brokers with the listener (the broker list) and all unfenced broker ids."""
+    listed: list[BrokerMetadata] = []
+    unfenced: list[int] = []
+    for broker_id, broker in sorted(image.cluster.brokers.items()):
+        if broker.fenced:
+            continue
+        unfenced.append(broker_id)
+        endpoint = broker.listener(listener)
+        if endpoint is not None:
+            listed.append(
+                BrokerMetadata(
+                    node_id=broker_id, host=endpoint.host, port=endpoint.port, rack=broker.rack
+                )
+            )
+    return listed, unfenced
+
+
+def answer_metadata(
+    image: MetadataImage,
+    request: MetadataRequest,
+    *,
+    cluster_id: str,
+    listener: str = DEFAULT_LISTENER,
+    failover_check: bool = True,
+    missing_stream: MissingStreamPolicy = "skip",
+    rng: random.Random | None = None,
+) -> MetadataResponse:
+    """The METADATA answer for ``request``, computed from ``image`` only (pure)."""
+    index = image.derived(failover_index_key(cluster_id)) if failover_check else None
+    answer = _Answer(image, request.version, listener, index, missing_stream)
+    topics_image = image.topics
+    topics: list[TopicMetadata] = []
+    if request.wants_all_topics:
+        for _, topic_id in sorted(topics_image.by_name.items()):
+            topics.append(answer.topic(topics_image.by_id[topic_id]))
+    else:
+        seen: set[str | UUID] = set()
+        for wanted in request.topics or ():
+            by_id = request.version >= 10 and wanted.topic_id not in (None, ZERO_UUID)
+            key: str | UUID | None = wanted.topic_id if by_id else wanted.name
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            if by_id:
+                assert wanted.topic_id is not None
+                found = topics_image.by_id.get(wanted.topic_id)
+                missing = TopicMetadata(
+                    error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None, topic_id=wanted.topic_id
+                )
+            else:
+                assert wanted.name is not None
+                found = topics_image.get(wanted.name)
+                missing = TopicMetadata(
+                    error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=wanted.name
+                )
+            topics.append(answer.topic(found) if found is not None else missing)
+    brokers, unfenced = _alive(image, listener)
+    return MetadataResponse(
+        version=request.version,
+        brokers=tuple(brokers),
+        cluster_id=cluster_id if request.version >= 2 else None,
+        controller_id=(rng or random).choice(unfenced) if unfenced else NO_LEADER_ID,
+        topics=tuple(topics),
+        provenance=image.provenance,
+    )
+
+
+class MetadataCache(HoldingConsumer):
+    """A latest-image consumer answering METADATA from its own image reference."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        *,
+        failover_check: bool = True,
+        missing_stream: MissingStreamPolicy = "skip",
+        rng: random.Random | None = None,
+        name: str = "metadata-cache",
+    ) -> None:
+        if missing_stream not in ("skip", "unavailable"):
+            raise BrokerError(
+                f"missing_stream must be 'skip' or 'unavailable', got {missing_stream!r}"
+            )
+        super().__init__(name)
+        self.cluster_id = cluster_id
+        self.failover_check = failover_check
+        self.missing_stream: MissingStreamPolicy = missing_stream
+        self._rng = rng or random.Random()
+        self.requests = 0
+
+    # METADATA ----------------------------------------------------------------------------
+
+    def metadata(
+        self, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
+    ) -> MetadataResponse:
+        """Answer one METADATA request; one lease, one image, for the whole answer."""
+        self.requests += 1
+        with self._holder.lease() as image:
+            return answer_metadata(
+                image,
+                request,
+                cluster_id=self.cluster_id,
+                listener=listener,
+                failover_check=self.failover_check,
+                missing_stream=self.missing_stream,
+                rng=self._rng,
+            )
+
+    # other reads, each on one lease ---------------------------------------------------------
+
+    def topic_id(self, name: str) -> UUID | None:
+        with self._holder.lease() as image:
+            return image.topics.by_name.get(name)
+
+    def topic_name(self, topic_id: UUID) -> str | None:
+        with self._holder.lease() as image:
+            topic = image.topics.by_id.get(topic_id)
+            return topic.name if topic is not None else None
+
+    def alive_brokers(self, listener: str = DEFAULT_LISTENER) -> list[BrokerMetadata]:
+        with self._holder.lease() as image:
+            return _alive(image, listener)[0]
+
+    def describe_cluster(self, listener: str = DEFAULT_LISTENER) -> ClusterDescription:
+        with self._holder.lease() as image:
+            brokers, unfenced = _alive(image, listener)
+            controller = self._rng.choice(unfenced) if unfenced else NO_LEADER_ID
+            return ClusterDescription(self.cluster_id, controller, tuple(brokers), image.provenance)
+
+    def partition_leader(
+        self, topic: str, partition: int, *, listener: str = DEFAULT_LISTENER
+    ) -> PartitionLeader:
+        """The leader a METADATA request would report, with the same error semantics."""
+        with self._holder.lease() as image:
+            found = image.topics.get(topic)
+            registration = found.partitions.get(partition) if found is not None else None
+            if found is None or registration is None:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                return PartitionLeader(error, NO_LEADER_ID, -1, image.provenance)
+            index = (
+                image.derived(failover_index_key(self.cluster_id)) if self.failover_check else None
+            )
+            answer = _Answer(image, MAX_METADATA_VERSION, listener, index, self.missing_stream)
+            entry = answer.partition(found, partition, registration)
+            return PartitionLeader(
+                entry.error_code, entry.leader_id, entry.leader_epoch, image.provenance
+            )

@@ -1,0 +1,147 @@
+"""METADATA request and response, shaped like Kafka's Metadata API (versions 0-13).
+
+Fields every version shares are always present here; the wire layer writes the ones
+a version has. What differs in *meaning* between versions is applied by the cache:
+
+* v0: an empty topic list means all topics; unavailable replicas are filtered out of
+  replicas/ISR and reported as REPLICA_NOT_AVAILABLE.
+* v1+: ``topics=None`` means all topics, an empty list none.
+* v6+: a leader without the request's listener is LISTENER_NOT_FOUND (else
+  LEADER_NOT_AVAILABLE).
+* v10+: topics may be named by id.
+"""
+
+from __future__ import annotations
+
+import enum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from broker.metadata import Provenance
+
+__all__ = [
+    "AUTHORIZED_OPERATIONS_OMITTED",
+    "INTERNAL_TOPICS",
+    "MAX_METADATA_VERSION",
+    "NO_LEADER_ID",
+    "ZERO_UUID",
+    "BrokerMetadata",
+    "ErrorCode",
+    "MetadataRequest",
+    "MetadataResponse",
+    "PartitionMetadata",
+    "RequestTopic",
+    "TopicMetadata",
+]
+
+MAX_METADATA_VERSION = 13
+NO_LEADER_ID = -1
+ZERO_UUID = UUID(int=0)
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+class ErrorCode(enum.IntEnum):
+    """Kafka protocol error codes the cache answers with."""
+
+    NONE = 0
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    LEADER_NOT_AVAILABLE = 5
+    REPLICA_NOT_AVAILABLE = 9
+    UNSUPPORTED_VERSION = 35
+    INVALID_REQUEST = 42
+    LISTENER_NOT_FOUND = 72
+    UNKNOWN_TOPIC_ID = 100
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RequestTopic(_Model):
+    name: str | None = None
+    topic_id: UUID | None = None
+    """v10+: a topic may be named by id instead of name."""
+
+    @model_validator(mode="after")
+    def _named(self) -> RequestTopic:
+        if self.name is None and (self.topic_id is None or self.topic_id == ZERO_UUID):
+            raise ValueError("a requested topic needs a name or a topic id")
+        return self
+
+
+class MetadataRequest(_Model):
+    version: int = Field(default=MAX_METADATA_VERSION, ge=0, le=MAX_METADATA_VERSION)
+    topics: tuple[RequestTopic, ...] | None = None
+    """None: all topics (v1+). Empty: none (v1+), all (v0)."""
+    allow_auto_topic_creation: bool = True
+    """Ignored: this broker never creates topics on METADATA."""
+    include_cluster_authorized_operations: bool = False
+    """Ignored (no authorizer): answered with the 'omitted' value."""
+    include_topic_authorized_operations: bool = False
+    """Ignored (no authorizer): answered with the 'omitted' value."""
+
+    @model_validator(mode="after")
+    def _ids_need_v10(self) -> MetadataRequest:
+        if self.version < 10 and any(t.name is None for t in self.topics or ()):
+            raise ValueError(
+                f"topics named only by id need version 10 or later, not {self.version}"
+            )
+        return self
+
+    @classmethod
+    def for_topics(cls, *names: str, version: int = MAX_METADATA_VERSION) -> MetadataRequest:
+        return cls(version=version, topics=tuple(RequestTopic(name=n) for n in names))
+
+    @property
+    def wants_all_topics(self) -> bool:
+        if self.topics is None:
+            return True
+        return self.version == 0 and not self.topics
+
+
+class BrokerMetadata(_Model):
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+class PartitionMetadata(_Model):
+    error_code: ErrorCode = ErrorCode.NONE
+    partition_index: int
+    leader_id: int = NO_LEADER_ID
+    leader_epoch: int = -1
+    replica_nodes: tuple[int, ...] = ()
+    isr_nodes: tuple[int, ...] = ()
+    offline_replicas: tuple[int, ...] = ()
+
+
+class TopicMetadata(_Model):
+    error_code: ErrorCode = ErrorCode.NONE
+    name: str | None
+    topic_id: UUID = ZERO_UUID
+    is_internal: bool = False
+    partitions: tuple[PartitionMetadata, ...] = ()
+    topic_authorized_operations: int = AUTHORIZED_OPERATIONS_OMITTED
+
+
+class MetadataResponse(_Model):
+    """One METADATA answer, entirely from the image at ``provenance``."""
+
+    version: int
+    throttle_time_ms: int = 0
+    brokers: tuple[BrokerMetadata, ...] = ()
+    cluster_id: str | None = None
+    controller_id: int = NO_LEADER_ID
+    topics: tuple[TopicMetadata, ...] = ()
+    cluster_authorized_operations: int = AUTHORIZED_OPERATIONS_OMITTED
+    provenance: Provenance
+    """The image this answer was computed from (not on the wire)."""
+
+    def topic(self, name: str) -> TopicMetadata:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        raise KeyError(name)
