@@ -57,6 +57,9 @@ __all__ = [
 
 logger = structlog.get_logger(__name__)
 
+SAMPLE = 10
+"""Partitions named in one monitor event; the count says how many there were."""
+
 MissingStreamPolicy = Literal["skip", "unavailable"]
 """What a partition without a meta stream entry gets: ``skip`` (plain Kafka, no check)
 or ``unavailable`` (LEADER_NOT_AVAILABLE)."""
@@ -233,29 +236,35 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
             failed = failed_nodes(image.cluster.brokers.values(), image.node_wal)
             offset = image.offset
         seen = {(p.topic_id, p.partition): p for p in current}
-        for key, (previous, since) in list(self._in_failover.items()):
-            if key not in seen:
-                del self._in_failover[key]
-                self._completed += 1
-                logger.info(
-                    "failover_completed",
-                    topic=previous.topic,
-                    partition=previous.partition,
-                    offset=offset,
-                    seconds=round(now - since, 3),
-                )
-        for key, partition in seen.items():
-            if key not in self._in_failover:
-                self._in_failover[key] = (partition, now)
-                logger.info(
-                    "partition_in_failover",
-                    topic=partition.topic,
-                    partition=partition.partition,
-                    leader=partition.leader,
-                    reason=partition.status.value,
-                    waiting_on=partition.waiting_on,
-                    offset=offset,
-                )
+        completed = [
+            (partition, now - since)
+            for key, (partition, since) in self._in_failover.items()
+            if key not in seen
+        ]
+        started = [p for key, p in seen.items() if key not in self._in_failover]
+        for partition, _ in completed:
+            del self._in_failover[(partition.topic_id, partition.partition)]
+        for partition in started:
+            self._in_failover[(partition.topic_id, partition.partition)] = (partition, now)
+        self._completed += len(completed)
+        # One event per check, not per partition: a node failover moves thousands.
+        if started:
+            logger.info(
+                "partitions_in_failover",
+                count=len(started),
+                offset=offset,
+                reasons=sorted({p.status.value for p in started}),
+                waiting_on=sorted({p.waiting_on for p in started if p.waiting_on is not None}),
+                sample=[f"{p.topic}-{p.partition}" for p in started[:SAMPLE]],
+            )
+        if completed:
+            logger.info(
+                "failover_completed",
+                count=len(completed),
+                offset=offset,
+                longest_seconds=round(max(seconds for _, seconds in completed), 3),
+                sample=[f"{p.topic}-{p.partition}" for p, _ in completed[:SAMPLE]],
+            )
         self._checks += 1
         self._failed_nodes = failed
         self._last_offset = offset

@@ -44,6 +44,7 @@ from broker.errors import BrokerError
 from broker.metadata import (
     NO_LEADER,
     BrokerRegistration,
+    DerivedKey,
     HoldingConsumer,
     MetadataImage,
     PartitionRegistration,
@@ -203,7 +204,9 @@ class _Answer:
         )
 
 
-def _alive(image: MetadataImage, listener: str) -> tuple[list[BrokerMetadata], list[int]]:
+def _alive(
+    image: MetadataImage, listener: str
+) -> tuple[tuple[BrokerMetadata, ...], tuple[int, ...]]:
     """Unfenced brokers with the listener (the broker list) and all unfenced broker ids."""
     listed: list[BrokerMetadata] = []
     unfenced: list[int] = []
@@ -218,7 +221,29 @@ def _alive(image: MetadataImage, listener: str) -> tuple[list[BrokerMetadata], l
                     node_id=broker_id, host=endpoint.host, port=endpoint.port, rack=broker.rack
                 )
             )
-    return listed, unfenced
+    return tuple(listed), tuple(unfenced)
+
+
+class _ImageAnswers:
+    """Per-image derived state: answers already computed from this image.
+
+    An image never changes, so a topic's answer for a given listener and version class
+    is computed once per image however many requests ask; it goes with the image.
+    """
+
+    __slots__ = ("brokers", "topics")
+
+    def __init__(self) -> None:
+        self.topics: dict[tuple[object, ...], dict[UUID, TopicMetadata]] = {}
+        self.brokers: dict[str, tuple[tuple[BrokerMetadata, ...], tuple[int, ...]]] = {}
+
+
+ANSWERS: DerivedKey[_ImageAnswers] = DerivedKey("metadata-answers", lambda image: _ImageAnswers())
+
+
+def _version_class(version: int) -> int:
+    """Versions whose partition answers are the same: v0, v1-5, v6+."""
+    return 0 if version == 0 else (1 if version < 6 else 2)
 
 
 def answer_metadata(
@@ -232,13 +257,27 @@ def answer_metadata(
     rng: random.Random | None = None,
 ) -> MetadataResponse:
     """The METADATA answer for ``request``, computed from ``image`` only (pure)."""
-    index = image.derived(failover_index_key(cluster_id)) if failover_check else None
-    answer = _Answer(image, request.version, listener, index, missing_stream)
+    derived = image.derived(ANSWERS)
+    memo = derived.topics.setdefault(
+        (listener, _version_class(request.version), cluster_id, failover_check, missing_stream), {}
+    )
+    answer: _Answer | None = None
+
+    def topic_answer(topic: TopicImage) -> TopicMetadata:
+        nonlocal answer
+        found = memo.get(topic.id)
+        if found is None:
+            if answer is None:
+                index = image.derived(failover_index_key(cluster_id)) if failover_check else None
+                answer = _Answer(image, request.version, listener, index, missing_stream)
+            found = memo[topic.id] = answer.topic(topic)
+        return found
+
     topics_image = image.topics
     topics: list[TopicMetadata] = []
     if request.wants_all_topics:
         for _, topic_id in sorted(topics_image.by_name.items()):
-            topics.append(answer.topic(topics_image.by_id[topic_id]))
+            topics.append(topic_answer(topics_image.by_id[topic_id]))
     else:
         seen: set[str | UUID] = set()
         for wanted in request.topics or ():
@@ -259,11 +298,14 @@ def answer_metadata(
                 missing = TopicMetadata(
                     error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=wanted.name
                 )
-            topics.append(answer.topic(found) if found is not None else missing)
-    brokers, unfenced = _alive(image, listener)
+            topics.append(topic_answer(found) if found is not None else missing)
+    alive = derived.brokers.get(listener)
+    if alive is None:
+        alive = derived.brokers[listener] = _alive(image, listener)
+    brokers, unfenced = alive
     return MetadataResponse(
         version=request.version,
-        brokers=tuple(brokers),
+        brokers=brokers,
         cluster_id=cluster_id if request.version >= 2 else None,
         controller_id=(rng or random).choice(unfenced) if unfenced else NO_LEADER_ID,
         topics=tuple(topics),
@@ -325,7 +367,7 @@ class MetadataCache(HoldingConsumer):
 
     def alive_brokers(self, listener: str = DEFAULT_LISTENER) -> list[BrokerMetadata]:
         with self._holder.lease() as image:
-            return _alive(image, listener)[0]
+            return list(_alive(image, listener)[0])
 
     def describe_cluster(self, listener: str = DEFAULT_LISTENER) -> ClusterDescription:
         with self._holder.lease() as image:

@@ -27,11 +27,12 @@ from typing import Literal
 
 import anyio
 import structlog
+from anyio.lowlevel import checkpoint
 
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata._codec import decode_batch, encode_batch
-from broker.metadata._image import MetadataImage, Provenance
-from broker.metadata._records import MetadataRecord, NoOpRecord, RecordBatch
+from broker.metadata._image import MetadataImage
+from broker.metadata._records import MetadataRecord, RecordBatch
 from broker.metadata._sources import Snapshot, next_batch
 from broker.metadata._tasks import Notifier
 
@@ -42,8 +43,8 @@ logger = structlog.get_logger(__name__)
 FsyncPolicy = Literal["always", "never"]
 SEGMENT_SUFFIX = ".log"
 SNAPSHOT_SUFFIX = ".snapshot"
-SNAPSHOT_CHUNK = 1000
 SNAPSHOTS_KEPT = 2
+INLINE_READ_RECORDS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,8 @@ class FileRecordLog:
         self._segments: list[_Segment] = []
         self._segment_bases: list[int] = []
         self._next_offset = 0
+        self._readable_offset = 0
+        self._new_segment = False
         self._lock = threading.Lock()
         self._appended = Notifier()
         self._closed = False
@@ -202,6 +205,7 @@ class FileRecordLog:
             self._segments.append(segment)
             self._segment_bases.append(base)
         self._next_offset = expected if expected is not None else 0
+        self._readable_offset = self._next_offset
         self.recovery = RecoveryReport(
             len(self._segments),
             batches,
@@ -219,7 +223,8 @@ class FileRecordLog:
 
     # writing ---------------------------------------------------------------------------
 
-    def _append_sync(self, batch: RecordBatch) -> None:
+    def _write(self, batch: RecordBatch) -> int | None:
+        """Write one frame to the page cache; returns the fd to fsync (``always`` mode)."""
         frame = encode_batch(batch)
         with self._lock:
             if self._closed:
@@ -236,17 +241,21 @@ class FileRecordLog:
                 )
                 self._segments.append(segment)
                 self._segment_bases.append(segment.base_offset)
-                if self.fsync == "always":
-                    _fsync_directory(self._segments_dir)
+                self._new_segment = True
             written = os.write(segment.fd, frame)
             if written != len(frame):  # pragma: no cover - a full disk
                 raise BrokerError(f"{self.name}: short write ({written} of {len(frame)} bytes)")
-            if self.fsync == "always":
-                os.fsync(segment.fd)
             segment.bases.append(batch.base_offset)
             segment.positions.append(segment.size)
             segment.size += len(frame)
             self._next_offset = batch.next_offset
+            return segment.fd if self.fsync == "always" else None
+
+    def _sync(self, fd: int) -> None:
+        os.fsync(fd)
+        if self._new_segment:
+            self._new_segment = False
+            _fsync_directory(self._segments_dir)
 
     async def append(
         self,
@@ -260,7 +269,15 @@ class FileRecordLog:
         return batch
 
     async def append_batch(self, batch: RecordBatch) -> None:
-        await anyio.to_thread.run_sync(self._append_sync, batch)
+        """Append one batch; readers see it once it is durable (fsync ``always``) or written.
+
+        The write itself goes to the page cache in the event loop (small and fast); only
+        fsync, which can block for long, runs in a worker thread.
+        """
+        fd = self._write(batch)
+        if fd is not None:
+            await anyio.to_thread.run_sync(self._sync, fd)
+        self._readable_offset = max(self._readable_offset, batch.next_offset)
         self._appended.notify()
 
     # reading ---------------------------------------------------------------------------
@@ -274,7 +291,7 @@ class FileRecordLog:
         return self._segment_bases[0] if self._segment_bases else self._next_offset
 
     async def high_water_mark(self) -> int:
-        return self._next_offset
+        return self._readable_offset
 
     def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         with self._lock:
@@ -297,6 +314,8 @@ class FileRecordLog:
                     position = 0
                     while position < len(data) and (not out or count < max_records):
                         batch, end = decode_batch(data, position, source=str(segment.path))
+                        if batch.base_offset >= self._readable_offset:
+                            return out  # written, not yet durable
                         if out and count + len(batch.records) > max_records:
                             return out
                         out.append(batch)
@@ -307,8 +326,13 @@ class FileRecordLog:
             return out
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
-        while start_offset >= self._next_offset:
+        while start_offset >= self._readable_offset:
             await self._appended.wait()
+        if self._readable_offset - start_offset <= INLINE_READ_RECORDS:
+            # A reader at the tail reads a few frames from the page cache: inline, since a
+            # worker thread would wait for the GIL longer than the read takes.
+            await checkpoint()
+            return self._read_sync(start_offset, max_records)
         return await anyio.to_thread.run_sync(self._read_sync, start_offset, max_records)
 
     # snapshots and retention --------------------------------------------------------------
@@ -317,20 +341,12 @@ class FileRecordLog:
         return sorted(self._snapshots_dir.glob(f"*{SNAPSHOT_SUFFIX}"), key=_offset_of, reverse=True)
 
     def _read_snapshot(self, path: Path) -> Snapshot:
-        data = path.read_bytes()
-        records: list[MetadataRecord] = []
-        provenance: Provenance | None = None
-        position = 0
-        while position < len(data):
-            batch, position = decode_batch(data, position, source=str(path))
-            if provenance is None:
-                provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
-            records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
-        if provenance is None or provenance.offset != _offset_of(path):
+        snapshot = Snapshot.from_bytes(path.read_bytes(), name=path.name)
+        if snapshot.provenance.offset != _offset_of(path):
             raise CorruptRecordError(
-                "snapshot holds no header batch for its offset", source=str(path)
+                f"snapshot is stamped with offset {snapshot.provenance.offset}", source=str(path)
             )
-        return Snapshot(provenance, tuple(records), encoded_size=len(data), name=path.name)
+        return snapshot
 
     def _latest_snapshot_sync(self) -> Snapshot | None:
         for path in self._snapshot_paths():
@@ -345,42 +361,33 @@ class FileRecordLog:
     async def latest_snapshot(self) -> Snapshot | None:
         return await anyio.to_thread.run_sync(self._latest_snapshot_sync)
 
-    def _write_snapshot_sync(self, provenance: Provenance, records: list[MetadataRecord]) -> int:
-        # The first batch carries the provenance even for an empty image (a NoOp).
-        chunks = [records[i : i + SNAPSHOT_CHUNK] for i in range(0, len(records), SNAPSHOT_CHUNK)]
-        chunks = chunks or [[NoOpRecord()]]
-        final = self._snapshots_dir / _name(provenance.offset, SNAPSHOT_SUFFIX)
+    def _write_snapshot_sync(self, snapshot: Snapshot) -> int:
+        data = snapshot.to_bytes()
+        final = self._snapshots_dir / _name(snapshot.provenance.offset, SNAPSHOT_SUFFIX)
         temporary = final.with_name(final.name + ".tmp")
-        size = 0
         with open(temporary, "wb") as file:
-            for chunk in chunks:
-                frame = encode_batch(
-                    RecordBatch(
-                        provenance.offset, provenance.epoch, provenance.append_time_ms, tuple(chunk)
-                    )
-                )
-                file.write(frame)
-                size += len(frame)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, final)
         _fsync_directory(self._snapshots_dir)
         for old in self._snapshot_paths()[SNAPSHOTS_KEPT:]:
             old.unlink(missing_ok=True)
-        return size
+        return len(data)
 
     async def save_snapshot(self, image: MetadataImage) -> Snapshot:
         """Write ``image`` as a snapshot (temp file, fsync, rename); the caller holds it."""
-        records = list(image.write())
-        size = await anyio.to_thread.run_sync(self._write_snapshot_sync, image.provenance, records)
+        snapshot = Snapshot.of(image, name=_name(image.offset, SNAPSHOT_SUFFIX))
+        size = await anyio.to_thread.run_sync(self._write_snapshot_sync, snapshot)
         logger.info(
-            "snapshot_written", log=self.name, offset=image.offset, records=len(records), bytes=size
+            "snapshot_written",
+            log=self.name,
+            offset=image.offset,
+            records=len(snapshot.records),
+            bytes=size,
         )
         return Snapshot(
-            image.provenance,
-            tuple(records),
-            encoded_size=size,
-            name=_name(image.offset, SNAPSHOT_SUFFIX),
+            snapshot.provenance, snapshot.records, encoded_size=size, name=snapshot.name
         )
 
     def truncate_before(self, offset: int) -> int:

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from broker.errors import BrokerError, SnapshotRequiredError
+from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
+from broker.metadata._codec import encode_batch, iter_batches
 from broker.metadata._image import MetadataImage, Provenance
-from broker.metadata._records import MetadataRecord, RecordBatch
+from broker.metadata._records import MetadataRecord, NoOpRecord, RecordBatch
 from broker.metadata._tasks import Notifier
 
 __all__ = [
@@ -39,6 +40,34 @@ class Snapshot:
     @classmethod
     def of(cls, image: MetadataImage, name: str = "snapshot") -> Snapshot:
         return cls(image.provenance, tuple(image.write()), name=name)
+
+    def to_bytes(self) -> bytes:
+        """Frames of the batch codec, each stamped with the snapshot's provenance.
+
+        The first frame carries the provenance even for an empty image (a NoOp).
+        """
+        p = self.provenance
+        chunks = [
+            self.records[i : i + SNAPSHOT_CHUNK]
+            for i in range(0, len(self.records), SNAPSHOT_CHUNK)
+        ]
+        return b"".join(
+            encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, chunk))
+            for chunk in chunks or [(NoOpRecord(),)]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, name: str) -> Snapshot:
+        """Inverse of :meth:`to_bytes`; raises CorruptRecordError."""
+        records: list[MetadataRecord] = []
+        provenance: Provenance | None = None
+        for _, batch in iter_batches(data, source=name):
+            if provenance is None:
+                provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
+            records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
+        if provenance is None:
+            raise CorruptRecordError("snapshot holds no batch", source=name)
+        return cls(provenance, tuple(records), encoded_size=len(data), name=name)
 
 
 @runtime_checkable
@@ -84,6 +113,10 @@ class RecordLog(RecordSource, Protocol):
         ...
 
 
+SNAPSHOT_CHUNK = 1000
+"""Records per frame in an encoded snapshot."""
+
+
 def next_batch(
     offset: int, records: Sequence[MetadataRecord], epoch: int, append_time_ms: int | None
 ) -> RecordBatch:
@@ -106,7 +139,8 @@ class InMemoryRecordSource:
         self._next_offset = 0
         self._log_start = 0
         self._appended = Notifier()
-        self._snapshots: list[Snapshot] = []
+        self._snapshots: list[tuple[str, Provenance, bytes]] = []
+        """Encoded (compact) snapshots: the newest and one spare."""
 
     @property
     def name(self) -> str:
@@ -186,12 +220,15 @@ class InMemoryRecordSource:
     # snapshots and retention ------------------------------------------------------------
 
     async def latest_snapshot(self) -> Snapshot | None:
-        return self._snapshots[-1] if self._snapshots else None
+        if not self._snapshots:
+            return None
+        name, _, data = self._snapshots[-1]
+        return Snapshot.from_bytes(data, name=name)
 
     async def save_snapshot(self, image: MetadataImage) -> Snapshot:
         snapshot = Snapshot.of(image, name=f"{self._name}@{image.offset}")
-        self._snapshots.append(snapshot)
-        del self._snapshots[:-2]  # the newest and one spare
+        self._snapshots.append((snapshot.name, snapshot.provenance, snapshot.to_bytes()))
+        del self._snapshots[:-2]
         return snapshot
 
     def truncate_before(self, offset: int) -> int:
@@ -199,7 +236,7 @@ class InMemoryRecordSource:
 
         Only offsets covered by a snapshot may go: readers behind them load it.
         """
-        covered = self._snapshots[-1].provenance.offset + 1 if self._snapshots else 0
+        covered = self._snapshots[-1][1].offset + 1 if self._snapshots else 0
         limit = min(offset, covered)
         dropped = 0
         while dropped < len(self._batches) and self._batches[dropped].next_offset <= limit:

@@ -1,5 +1,13 @@
 """The simulated broker: synthetic controller workload and the ``broker-sim`` CLI."""
 
+from broker.sim._cli import main
+from broker.sim._simulation import (
+    Progress,
+    Simulation,
+    SimulationConfig,
+    SimulationSummary,
+    image_fingerprint,
+)
 from broker.sim._workload import (
     FAILOVER_KV_KEY,
     EventKind,
@@ -13,9 +21,15 @@ from broker.sim._workload import (
 __all__ = [
     "FAILOVER_KV_KEY",
     "EventKind",
+    "Progress",
+    "Simulation",
+    "SimulationConfig",
+    "SimulationSummary",
     "SyntheticController",
     "WorkloadConfig",
     "decode_stream_id",
     "encode_stream_id",
+    "image_fingerprint",
+    "main",
     "meta_stream_key",
 ]

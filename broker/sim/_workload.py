@@ -32,6 +32,7 @@ from broker.metadata import (
     FenceBrokerRecord,
     KeyValue,
     KVRecord,
+    MetadataImage,
     MetadataRecord,
     NodeWALMetadataRecord,
     NoOpRecord,
@@ -223,6 +224,93 @@ class SyntheticController:
         self._weights = list(_WEIGHTS.values())
         self._bootstrapped = False
 
+    @classmethod
+    def resume(
+        cls, config: WorkloadConfig, image: MetadataImage, *, listener_port: int = 9092
+    ) -> SyntheticController:
+        """A controller that continues the log ``image`` was loaded from (a restart).
+
+        Its model is rebuilt from the image; the random sequence differs from a run
+        that never stopped, every record stays valid.
+        """
+        controller = cls(config, epoch=max(image.epoch, 0) + 1, listener_port=listener_port)
+        controller._rng = random.Random(config.seed * 1_000_003 + image.offset)
+        controller._bootstrapped = image.offset >= 0
+        controller.next_offset = image.offset + 1
+        controller.events = max(0, (image.provenance.append_time_ms - START_TIME_MS) // TICK_MS + 1)
+        for broker in image.cluster.brokers.values():
+            controller._brokers[broker.id] = _Broker(
+                broker.id,
+                broker.epoch,
+                broker.incarnation_id,
+                fenced=broker.fenced,
+                shutting_down=broker.in_controlled_shutdown,
+            )
+        streams = image.streams.streams
+        kv = image.kv.values
+        serial = 0
+        for topic in image.topics.by_id.values():
+            partitions = []
+            for index in range(len(topic.partitions)):
+                registration = topic.partitions.get(index)
+                value = kv.get(meta_stream_key(config.cluster_id, topic.id, index))
+                stream_id = decode_stream_id(value) if value is not None else None
+                metadata = streams.get(stream_id) if stream_id is not None else None
+                if registration is None or metadata is None:
+                    break  # not a topic this controller made
+                stream = _Stream(
+                    metadata.stream_id,
+                    metadata.epoch,
+                    metadata.range_index,
+                    metadata.start_offset,
+                    metadata.end_offset,
+                    metadata.last_range.node_id if metadata.last_range else registration.leader,
+                    metadata.state,
+                    [r.range_index for r in metadata.ranges],
+                    {r.range_index: r.start_offset for r in metadata.ranges},
+                    sorted(
+                        (
+                            (o.object_id, o.start_offset, o.end_offset)
+                            for o in metadata.objects.values()
+                        ),
+                        key=lambda o: o[1],
+                    ),
+                )
+                partitions.append(
+                    _Partition(
+                        list(registration.replicas),
+                        list(registration.isr),
+                        registration.leader,
+                        registration.leader_epoch,
+                        stream,
+                    )
+                )
+            else:
+                controller._topics[topic.id] = _Topic(topic.id, topic.name, partitions)
+                if topic.name.startswith("topic-") and topic.name[6:].isdigit():
+                    serial = max(serial, int(topic.name[6:]))
+        controller._topic_serial = serial
+        controller._next_stream_id = image.streams.assigned_stream_id + 1
+        controller._next_object_id = image.objects.assigned_object_id + 1
+        plan = kv.get(FAILOVER_KV_KEY)
+        if plan is not None:
+            controller._failover = controller._resume_failover(json.loads(plan))
+        return controller
+
+    def _resume_failover(self, plan: dict[str, int]) -> _Failover:
+        node = plan["failedNodeId"]
+        affected = [
+            (topic.id, index)
+            for topic in self._topics.values()
+            for index, partition in enumerate(topic.partitions)
+            if partition.stream.state is StreamState.CLOSED or partition.stream.owner == node
+        ]
+        closed = any(
+            self._topics[t].partitions[i].stream.state is StreamState.CLOSED for t, i in affected
+        )
+        step = 2 if closed else (1 if affected else 3)
+        return _Failover(node, plan["targetNodeId"], plan["nodeEpoch"], affected, step=step)
+
     # helpers -------------------------------------------------------------------------
 
     def _uuid(self) -> uuid.UUID:
@@ -388,7 +476,7 @@ class SyntheticController:
     def _pick_partition(self) -> tuple[_Topic, int, _Partition] | None:
         if not self._topics:
             return None
-        topic = self._topics[self._rng.choice(sorted(self._topics, key=str))]
+        topic = self._topics[self._rng.choice(list(self._topics))]
         index = self._rng.randrange(len(topic.partitions))
         if self._in_failover(topic.id, index):
             return None
@@ -482,7 +570,7 @@ class SyntheticController:
     def _event_config(self) -> list[MetadataRecord]:
         if not self._topics:
             return []
-        topic = self._topics[self._rng.choice(sorted(self._topics, key=str))]
+        topic = self._topics[self._rng.choice(list(self._topics))]
         key = self._rng.choice(("retention.ms", "segment.bytes", "cleanup.policy"))
         value: str | None
         if self._rng.random() < 0.25:
@@ -570,7 +658,7 @@ class SyntheticController:
     def _led_partitions(self, broker_id: int) -> list[tuple[_Topic, int, _Partition]]:
         return [
             (topic, index, partition)
-            for topic in sorted(self._topics.values(), key=lambda t: t.name)
+            for topic in self._topics.values()
             for index, partition in enumerate(topic.partitions)
             if partition.leader == broker_id
         ]

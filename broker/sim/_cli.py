@@ -1,0 +1,286 @@
+"""``broker-sim``: run the simulated broker with a live display and a summary.
+
+Exit status: 0 when the run was clean; 1 when any reference-count error, released
+read, leak, replay error or consumer fault happened; 2 for bad options or a log
+directory that cannot be opened (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import anyio
+import structlog
+from pydantic import ValidationError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from broker.errors import BrokerError
+from broker.metadata import LeakDetectionLevel
+from broker.sim._simulation import Progress, Simulation, SimulationConfig, SimulationSummary
+from broker.sim._workload import WorkloadConfig
+
+__all__ = ["main"]
+
+PROG = "broker-sim"
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Run the metadata pipeline embedded under synthetic churn: a controller appends "
+            "records, the loader and publisher feed the metadata cache, the stream metadata "
+            "manager and the failover monitor, and concurrent tasks query them."
+        ),
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
+    run.add_argument("--events", type=int, help="stop after this many churn events (deterministic)")
+    run.add_argument("--rate", type=float, default=1000.0, help="churn events/s, 0 = unthrottled")
+    run.add_argument("--seed", type=int, default=1)
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument("--brokers", type=int, default=6)
+    cluster.add_argument("--topics", type=int, default=100)
+    cluster.add_argument("--partitions-per-topic", type=int, default=20)
+    cluster.add_argument("--replication-factor", type=int, default=3)
+    cluster.add_argument("--cluster-id", default="sim-cluster")
+    load = parser.add_argument_group("load")
+    load.add_argument("--clients", type=int, default=50, help="concurrent METADATA clients")
+    load.add_argument("--failover-checkers", type=int, default=4)
+    load.add_argument("--fetchers", type=int, default=4, help="concurrent stream fetchers")
+    storage = parser.add_argument_group("storage")
+    storage.add_argument("--log-dir", type=Path, help="file log (resumes from snapshot + log)")
+    storage.add_argument("--fsync", choices=("always", "never"), default="never")
+    storage.add_argument(
+        "--snapshot-every", type=int, default=50_000, help="records between snapshots"
+    )
+    storage.add_argument("--max-records-per-image", type=int, default=2000)
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--leak-detection",
+        choices=[level.name.lower() for level in LeakDetectionLevel],
+        default="simple",
+    )
+    output.add_argument("--log-format", choices=("console", "json"), default="console")
+    output.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
+    )
+    output.add_argument("--json", metavar="PATH", help="write the summary as JSON ('-' for stdout)")
+    output.add_argument("--no-live", action="store_true", help="plain progress lines even on a TTY")
+    return parser
+
+
+_OPTION_OF_FIELD = {
+    "partitions_per_topic": "--partitions-per-topic",
+    "replication_factor": "--replication-factor",
+    "cluster_id": "--cluster-id",
+    "failover_checkers": "--failover-checkers",
+    "snapshot_every": "--snapshot-every",
+    "max_records_per_image": "--max-records-per-image",
+    "log_dir": "--log-dir",
+}
+
+
+def _config(args: argparse.Namespace) -> SimulationConfig:
+    try:
+        workload = WorkloadConfig(
+            seed=args.seed,
+            cluster_id=args.cluster_id,
+            brokers=args.brokers,
+            topics=args.topics,
+            partitions_per_topic=args.partitions_per_topic,
+            replication_factor=args.replication_factor,
+        )
+        return SimulationConfig(
+            workload=workload,
+            duration=None if args.events is not None and args.duration == 20.0 else args.duration,
+            events=args.events,
+            rate=args.rate,
+            clients=args.clients,
+            failover_checkers=args.failover_checkers,
+            fetchers=args.fetchers,
+            max_records_per_image=args.max_records_per_image,
+            snapshot_every=args.snapshot_every,
+            log_dir=args.log_dir,
+            fsync=args.fsync,
+            leak_detection=LeakDetectionLevel.parse(args.leak_detection),
+            seed=args.seed,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][-1]) if first["loc"] else ""
+        option = _OPTION_OF_FIELD.get(name, f"--{name.replace('_', '-')}") if name else "options"
+        raise _UsageError(f"{option}: {first['msg']}") from None
+
+
+class _Stderr:
+    """structlog writes through whatever sys.stderr is now (rich's Live redirects it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _configure_logging(log_format: str, level: str) -> None:
+    renderer: structlog.typing.Processor
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.dict_tracebacks
+            if log_format == "json"
+            else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
+
+
+def _progress_table(progress: Progress) -> Table:
+    table = Table(title=f"broker-sim  {progress.elapsed:6.1f}s", show_header=False, min_width=60)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("offset", f"{progress.offset:,}"),
+        ("records/s", f"{progress.records_per_s:,.0f}"),
+        ("images/s", f"{progress.images_per_s:,.0f}"),
+        ("METADATA req/s", f"{progress.requests_per_s:,.0f}"),
+        ("latency p50 / p99", f"{progress.p50_ms:.3f} / {progress.p99_ms:.3f} ms"),
+        ("failover checks", f"{progress.failover_checks:,}"),
+        ("partitions mid-failover", f"{progress.partitions_in_failover:,}"),
+        ("failovers completed", f"{progress.failovers_completed:,}"),
+        ("live images", f"{progress.live_images:,}"),
+        ("consumer lag (images)", f"{progress.max_consumer_lag:,}"),
+        ("refcount errors", str(progress.refcount_errors)),
+        ("leaks", str(progress.leaks)),
+        ("consumer faults", str(progress.consumer_faults)),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def _progress_line(progress: Progress) -> str:
+    return (
+        f"{progress.elapsed:6.1f}s offset={progress.offset} records/s={progress.records_per_s:.0f} "
+        f"images/s={progress.images_per_s:.0f} req/s={progress.requests_per_s:.0f} "
+        f"p50={progress.p50_ms:.3f}ms p99={progress.p99_ms:.3f}ms "
+        f"mid-failover={progress.partitions_in_failover} live_images={progress.live_images} "
+        f"lag={progress.max_consumer_lag} refcount_errors={progress.refcount_errors} "
+        f"leaks={progress.leaks} faults={progress.consumer_faults}"
+    )
+
+
+def summary_table(summary: SimulationSummary) -> Table:
+    table = Table(title="broker-sim summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        (
+            "duration",
+            f"{summary.seconds:.1f} s" + (" (interrupted)" if summary.interrupted else ""),
+        ),
+        ("churn events / batches", f"{summary.events:,} / {summary.batches:,}"),
+        ("records", f"{summary.records:,} ({summary.records_per_s:,.0f}/s)"),
+        ("images published", f"{summary.images:,} ({summary.images_per_s:,.0f}/s)"),
+        ("final offset", f"{summary.final_offset:,}"),
+        (
+            "brokers / topics / partitions / streams",
+            f"{summary.brokers} / {summary.topics} / {summary.partitions:,} / {summary.streams:,}",
+        ),
+        ("METADATA requests", f"{summary.metadata_requests:,} ({summary.requests_per_s:,.0f}/s)"),
+        ("latency p50 / p99", f"{summary.latency_p50_ms:.3f} / {summary.latency_p99_ms:.3f} ms"),
+        ("failover checks", f"{summary.failover_checks:,}"),
+        ("failovers completed (partitions)", f"{summary.failovers_completed:,}"),
+        ("partitions mid-failover at end", f"{summary.partitions_in_failover:,}"),
+        ("stream fetches", f"{summary.fetches:,}"),
+        ("snapshots", f"{summary.snapshots:,}"),
+        ("live images: max / at end", f"{summary.max_live_images} / {summary.live_images_at_end}"),
+        ("max consumer lag (images)", f"{summary.max_consumer_lag:,}"),
+        ("replay errors", str(summary.replay_errors)),
+        (
+            "refcount errors / released reads",
+            f"{summary.refcount_errors} / {summary.released_reads}",
+        ),
+        ("leaks", str(summary.leaks)),
+        ("consumer faults", str(summary.consumer_faults)),
+        ("image sha256", summary.image_sha256[:16]),
+        ("result", "clean" if summary.healthy else "ERRORS"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+def _run(config: SimulationConfig, *, live: bool, console: Console) -> SimulationSummary:
+    if live:
+        with Live(
+            console=console, refresh_per_second=4, redirect_stderr=True, transient=True
+        ) as display:
+            simulation = Simulation(
+                config, on_progress=lambda p: display.update(_progress_table(p))
+            )
+            return anyio.run(simulation.run)
+    ticks = 0
+
+    def line(progress: Progress) -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks % 4 == 0:  # every 2 seconds
+            print(_progress_line(progress), file=sys.stdout, flush=True)
+
+    return anyio.run(Simulation(config, on_progress=line).run)
+
+
+def _write_json(summary: SimulationSummary, path: str, stdout: TextIO) -> None:
+    text = json.dumps(summary.as_dict(), indent=2, sort_keys=True)
+    if path == "-":
+        print(text, file=stdout)
+    else:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        config = _config(args)
+    except _UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_format, args.log_level)
+    console = Console()
+    live = console.is_terminal and not args.no_live
+    try:
+        summary = _run(config, live=live, console=console)
+    except (BrokerError, OSError) as error:
+        print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
+        return 2
+    console.print(summary_table(summary))
+    if args.json:
+        _write_json(summary, args.json, sys.stdout)
+    return 0 if summary.healthy else 1

@@ -1,0 +1,513 @@
+"""The simulated broker: the whole pipeline embedded, under synthetic load.
+
+A synthetic controller appends churn to a record log (in memory, or a file log that a
+restart resumes from snapshot + log); the loader and publisher feed the metadata cache,
+the stream metadata manager, the failover monitor and a snapshot writer; concurrent
+tasks play METADATA clients, failover checkers and stream fetchers. Every read is on a
+leased image; the summary reports what was done and any lifetime error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import structlog
+from anyio.lowlevel import checkpoint
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker._gc import tune_gc
+from broker.cache import (
+    FailoverMonitor,
+    MetadataCache,
+    MetadataRequest,
+    StreamFetchError,
+    StreamMetadataManager,
+    failover_index_key,
+)
+from broker.cache._failover import scan
+from broker.errors import BrokerError, FetchTimeoutError
+from broker.metadata import (
+    DeliveryMode,
+    FileRecordLog,
+    InMemoryRecordSource,
+    LeakDetectionLevel,
+    MetadataImage,
+    MetadataPipeline,
+    RecordBatch,
+    RecordLog,
+    SnapshotWriter,
+    encode_record,
+    lifetime_statistics,
+    set_leak_detection_level,
+)
+from broker.sim._workload import SyntheticController, WorkloadConfig
+
+__all__ = ["Progress", "Simulation", "SimulationConfig", "SimulationSummary", "image_fingerprint"]
+
+logger = structlog.get_logger(__name__)
+
+
+class SimulationConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    workload: WorkloadConfig = WorkloadConfig(topics=100, partitions_per_topic=20)
+    duration: float | None = Field(default=20.0, gt=0)
+    """Seconds to run; None runs until ``events`` are done (or Ctrl-C)."""
+    events: int | None = Field(default=None, ge=0)
+    """Stop after this many churn events (a deterministic run)."""
+    rate: float = Field(default=1000.0, ge=0)
+    """Churn events per second; 0 appends as fast as the pipeline takes them."""
+    clients: int = Field(default=50, ge=0)
+    """Concurrent METADATA client tasks."""
+    failover_checkers: int = Field(default=4, ge=0)
+    fetchers: int = Field(default=4, ge=0)
+    max_records_per_image: int = Field(default=2000, ge=1)
+    snapshot_every: int = Field(default=50_000, ge=1)
+    """Records between snapshots (older log is then dropped)."""
+    log_dir: Path | None = None
+    fsync: Literal["always", "never"] = "never"
+    leak_detection: LeakDetectionLevel = LeakDetectionLevel.SIMPLE
+    seed: int = 1
+
+
+@dataclass
+class Progress:
+    """A point-in-time view for the live display."""
+
+    elapsed: float
+    offset: int
+    records: int
+    records_per_s: float
+    images: int
+    images_per_s: float
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    failover_checks: int
+    partitions_in_failover: int
+    failovers_completed: int
+    live_images: int
+    max_consumer_lag: int
+    refcount_errors: int
+    leaks: int
+    consumer_faults: int
+
+
+@dataclass
+class SimulationSummary:
+    seconds: float
+    events: int
+    batches: int
+    records: int
+    records_per_s: float
+    images: int
+    images_per_s: float
+    final_offset: int
+    brokers: int
+    topics: int
+    partitions: int
+    streams: int
+    metadata_requests: int
+    requests_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    failover_checks: int
+    failovers_completed: int
+    partitions_in_failover: int
+    fetches: int
+    snapshots: int
+    max_live_images: int
+    live_images_at_end: int
+    max_consumer_lag: int
+    replay_errors: int
+    refcount_errors: int
+    released_reads: int
+    leaks: int
+    consumer_faults: int
+    interrupted: bool
+    resumed_from_offset: int
+    image_sha256: str
+    log_dir: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not (
+            self.refcount_errors
+            or self.released_reads
+            or self.leaks
+            or self.consumer_faults
+            or self.replay_errors
+            or self.errors
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def image_fingerprint(image: MetadataImage) -> str:
+    """SHA-256 over the image's provenance and records: equal images, equal digests."""
+    digest = hashlib.sha256(repr(image.provenance).encode())
+    for record in image.write():
+        digest.update(encode_record(record))
+    return digest.hexdigest()
+
+
+class _Latencies:
+    """Request latencies: a window for the live display and a reservoir for the summary."""
+
+    def __init__(self, seed: int, size: int = 50_000) -> None:
+        self.window: list[float] = []
+        self.sample: list[float] = []
+        self.seen = 0
+        self._size = size
+        self._rng = random.Random(seed)
+
+    def add(self, seconds: float) -> None:
+        self.seen += 1
+        if len(self.window) < 20_000:
+            self.window.append(seconds)
+        if len(self.sample) < self._size:
+            self.sample.append(seconds)
+        else:
+            slot = self._rng.randrange(self.seen)
+            if slot < self._size:
+                self.sample[slot] = seconds
+
+    @staticmethod
+    def percentiles(values: list[float]) -> tuple[float, float]:
+        if not values:
+            return 0.0, 0.0
+        ordered = sorted(values)
+        last = len(ordered) - 1
+        return ordered[int(last * 0.50)] * 1e3, ordered[int(last * 0.99)] * 1e3
+
+
+class Simulation:
+    """``await Simulation(config).run()`` runs the whole thing and returns the summary."""
+
+    def __init__(
+        self, config: SimulationConfig, *, on_progress: Callable[[Progress], None] | None = None
+    ) -> None:
+        self.config = config
+        self.on_progress = on_progress
+        self._rng = random.Random(config.seed)
+        self._latencies = _Latencies(config.seed)
+        self._requests = 0
+        self._fetches = 0
+        self._checks = 0
+        self._max_live = 0
+        self._max_lag = 0
+        self._errors: list[str] = []
+        self._interrupted = False
+        self._started = 0.0
+        self._events = 0
+        self._batches = 0
+        self._appended_records = 0
+
+    # the log ------------------------------------------------------------------------------
+
+    async def _open_log(self) -> RecordLog:
+        config = self.config
+        if config.log_dir is None:
+            return InMemoryRecordSource("sim")
+        return await FileRecordLog.open(config.log_dir, fsync=config.fsync)
+
+    # tasks --------------------------------------------------------------------------------
+
+    async def _controller(
+        self, log: RecordLog, controller: SyntheticController, stop: anyio.Event
+    ) -> None:
+        """Append churn at ``rate`` events/s until the duration or event budget ends."""
+        config = self.config
+        interval = 1.0 / config.rate if config.rate else 0.0
+        next_at = time.monotonic()
+        while not stop.is_set():
+            if config.events is not None and self._events >= config.events:
+                break
+            for batch in controller.churn():
+                await _append(log, batch)
+                self._batches += 1
+                self._appended_records += len(batch.records)
+            self._events += 1
+            if interval:
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                elif self._events % 64 == 0:
+                    await checkpoint()
+            elif self._events % 16 == 0:
+                await checkpoint()
+
+    async def _client(self, cache: MetadataCache, topics: list[str], rng: random.Random) -> None:
+        while True:
+            if not topics or rng.random() < 0.05:
+                request = MetadataRequest(version=rng.choice((1, 5, 9, 12, 13)))
+            else:
+                request = MetadataRequest.for_topics(*rng.sample(topics, min(3, len(topics))))
+            started = time.perf_counter()
+            cache.metadata(request)
+            self._latencies.add(time.perf_counter() - started)
+            self._requests += 1
+            await checkpoint()
+            if rng.random() < 0.1 or not topics:
+                with cache.lease() as image:
+                    topics[:] = list(image.topics.by_name.keys())[:200]
+
+    async def _failover_checker(self, cache: MetadataCache) -> None:
+        key = failover_index_key(cache.cluster_id)
+        while True:
+            with cache.lease() as image:
+                await checkpoint()  # the pipeline moves on while this image is leased
+                scan(image, key)
+                self._checks += 1
+            await anyio.sleep(0.01)
+
+    async def _fetcher(
+        self, cache: MetadataCache, streams: StreamMetadataManager, rng: random.Random
+    ) -> None:
+        while True:
+            with cache.lease() as image:
+                candidates = [
+                    (s.stream_id, s.start_offset, s.end_offset)
+                    for s in image.streams.streams.values()
+                    if s.end_offset > s.start_offset
+                ][:500]
+            if candidates:
+                stream_id, start, end = rng.choice(candidates)
+                # Mostly committed data; sometimes past it, which parks until a commit.
+                end = end + rng.randint(1, 50) if rng.random() < 0.2 else end
+                try:
+                    await streams.fetch(stream_id, start, end)
+                    self._fetches += 1
+                except (StreamFetchError, FetchTimeoutError):
+                    pass  # trimmed, deleted, or the range never got committed
+            await anyio.sleep(0.005)
+
+    def progress(
+        self,
+        pipeline: MetadataPipeline,
+        monitor: FailoverMonitor,
+        window: float,
+        last: tuple[int, int],
+    ) -> Progress:
+        """Counters now; rates over the last ``window`` seconds since ``last`` (records, images)."""
+        stats = pipeline.statistics()
+        lifetime = lifetime_statistics()
+        lag = max((c.lag_images for c in stats.consumers), default=0)
+        self._max_lag = max(self._max_lag, lag)
+        self._max_live = max(self._max_live, lifetime.live)
+        p50, p99 = _Latencies.percentiles(self._latencies.window)
+        requests = len(self._latencies.window)
+        self._latencies.window = []
+        failover = monitor.statistics()
+        return Progress(
+            elapsed=time.monotonic() - self._started,
+            offset=stats.current_offset,
+            records=stats.loader.records,
+            records_per_s=(stats.loader.records - last[0]) / window,
+            images=stats.images_published,
+            images_per_s=(stats.images_published - last[1]) / window,
+            requests=self._requests,
+            requests_per_s=requests / window,
+            p50_ms=p50,
+            p99_ms=p99,
+            failover_checks=self._checks,
+            partitions_in_failover=failover.partitions_in_failover,
+            failovers_completed=failover.completed,
+            live_images=lifetime.live,
+            max_consumer_lag=lag,
+            refcount_errors=lifetime.reference_count_errors + lifetime.released_reads,
+            leaks=lifetime.leaks,
+            consumer_faults=stats.consumer_faults,
+        )
+
+    async def _reporter(
+        self, pipeline: MetadataPipeline, monitor: FailoverMonitor, every: float
+    ) -> None:
+        last, last_at = (0, 0), time.monotonic()
+        while True:
+            await anyio.sleep(every)
+            now = time.monotonic()
+            progress = self.progress(pipeline, monitor, max(now - last_at, 1e-9), last)
+            last, last_at = (progress.records, progress.images), now
+            if self.on_progress is not None:
+                self.on_progress(progress)
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self._interrupted = True
+                logger.warning("simulation_interrupted")
+                scope.cancel()
+                return
+
+    # the run ------------------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> SimulationSummary:
+        config = self.config
+        previous_level = set_leak_detection_level(config.leak_detection)
+        previous_gc = tune_gc()
+        base = lifetime_statistics()
+        self._started = time.monotonic()
+        log = await self._open_log()
+        cache = MetadataCache(config.workload.cluster_id, rng=random.Random(config.seed))
+        streams = StreamMetadataManager(fetch_timeout=2.0)
+        monitor = FailoverMonitor(config.workload.cluster_id, interval=1.0)
+        writer = SnapshotWriter(log, every_records=config.snapshot_every)
+        resumed_from = -1
+        summary_image = ("", 0, 0, 0, 0, -1)
+        try:
+            async with (
+                monitor,
+                MetadataPipeline(
+                    log, max_records_per_image=config.max_records_per_image, name="sim"
+                ) as pipeline,
+            ):
+                pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
+                pipeline.add_consumer(streams, DeliveryMode.EVERY_DELTA, queue_size=64)
+                pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
+                pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
+                controller = await self._controller_for(log, cache)
+                resumed_from = controller.next_offset - 1 if controller.events else -1
+                with anyio.CancelScope() as run_scope:
+                    await self._run_tasks(
+                        pipeline,
+                        log,
+                        controller,
+                        cache,
+                        streams,
+                        monitor,
+                        run_scope,
+                        handle_signals,
+                    )
+                with anyio.CancelScope(shield=True):
+                    summary_image = await self._final_image(pipeline, cache, log)
+                stats = pipeline.statistics()
+                failover = monitor.statistics()
+        finally:
+            cache.close()
+            streams.close()
+            if isinstance(log, FileRecordLog):
+                log.close()
+            tune_gc(previous_gc)
+            set_leak_detection_level(previous_level)
+        lifetime = lifetime_statistics()
+        elapsed = time.monotonic() - self._started
+        digest, brokers, topics, partitions, stream_count, final_offset = summary_image
+        p50, p99 = _Latencies.percentiles(self._latencies.sample)
+        return SimulationSummary(
+            seconds=round(elapsed, 3),
+            events=self._events,
+            batches=self._batches,
+            records=stats.loader.records,
+            records_per_s=round(stats.loader.records / elapsed, 1),
+            images=stats.images_published,
+            images_per_s=round(stats.images_published / elapsed, 1),
+            final_offset=final_offset,
+            brokers=brokers,
+            topics=topics,
+            partitions=partitions,
+            streams=stream_count,
+            metadata_requests=self._requests,
+            requests_per_s=round(self._requests / elapsed, 1),
+            latency_p50_ms=round(p50, 3),
+            latency_p99_ms=round(p99, 3),
+            failover_checks=self._checks,
+            failovers_completed=failover.completed,
+            partitions_in_failover=failover.partitions_in_failover,
+            fetches=self._fetches,
+            snapshots=writer.snapshots,
+            max_live_images=max(self._max_live, lifetime.live),
+            live_images_at_end=lifetime.live - base.live,
+            max_consumer_lag=self._max_lag,
+            replay_errors=stats.replay_errors,
+            refcount_errors=lifetime.reference_count_errors - base.reference_count_errors,
+            released_reads=lifetime.released_reads - base.released_reads,
+            leaks=lifetime.leaks - base.leaks,
+            consumer_faults=stats.consumer_faults,
+            interrupted=self._interrupted,
+            resumed_from_offset=resumed_from,
+            image_sha256=digest,
+            log_dir=str(config.log_dir) if config.log_dir is not None else None,
+            errors=self._errors,
+        )
+
+    async def _controller_for(self, log: RecordLog, cache: MetadataCache) -> SyntheticController:
+        """A fresh controller for an empty log; a resumed one for a log with history."""
+        hwm = await log.high_water_mark()
+        if hwm == 0:
+            return SyntheticController(self.config.workload)
+        with await cache.wait_for_offset(hwm - 1) as image:
+            logger.info("simulation_resumed", offset=image.offset, log=log.name)
+            return SyntheticController.resume(self.config.workload, image)
+
+    async def _run_tasks(
+        self,
+        pipeline: MetadataPipeline,
+        log: RecordLog,
+        controller: SyntheticController,
+        cache: MetadataCache,
+        streams: StreamMetadataManager,
+        monitor: FailoverMonitor,
+        run_scope: anyio.CancelScope,
+        handle_signals: bool,
+    ) -> None:
+        config = self.config
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(self._signals, run_scope)
+            tg.start_soon(self._reporter, pipeline, monitor, 0.5)
+            topics: list[str] = []
+            for index in range(config.clients):
+                tg.start_soon(self._client, cache, topics, random.Random(config.seed + index))
+            for _ in range(config.failover_checkers):
+                tg.start_soon(self._failover_checker, cache)
+            for index in range(config.fetchers):
+                tg.start_soon(self._fetcher, cache, streams, random.Random(config.seed * 7 + index))
+            with anyio.move_on_after(
+                config.duration if config.duration is not None else float("inf")
+            ):
+                await self._controller(log, controller, stop)
+                if config.duration is not None and config.events is None:
+                    await anyio.sleep_forever()
+            stop.set()
+            tg.cancel_scope.cancel()
+
+    async def _final_image(
+        self, pipeline: MetadataPipeline, cache: MetadataCache, log: RecordLog
+    ) -> tuple[str, int, int, int, int, int]:
+        """Let the loader reach the last appended record, then describe that image."""
+        last = await log.high_water_mark() - 1
+        with anyio.move_on_after(30):
+            with await cache.wait_for_offset(last):
+                pass
+        with cache.lease() as image:
+            return (
+                image_fingerprint(image),
+                len(image.cluster.brokers),
+                len(image.topics.by_id),
+                image.topics.partition_count(),
+                len(image.streams.streams),
+                image.offset,
+            )
+
+
+async def _append(log: RecordLog, batch: RecordBatch) -> None:
+    if isinstance(log, InMemoryRecordSource):
+        log.append_batch(batch)
+    elif isinstance(log, FileRecordLog):
+        await log.append_batch(batch)
+    else:  # pragma: no cover - another RecordLog appends by records
+        raise BrokerError(f"cannot append batches to {log.name}")

@@ -1,0 +1,139 @@
+"""broker-sim end to end: smoke run, determinism, restart, bad options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.sim import main
+
+SMALL = ["--topics", "6", "--partitions-per-topic", "3", "--no-live", "--clients", "8"]
+
+
+def run(tmp_path: Path, *argv: str, name: str = "summary") -> tuple[int, dict[str, Any]]:
+    out = tmp_path / f"{name}.json"
+    code = main([*SMALL, "--json", str(out), *argv])
+    return code, json.loads(out.read_text())
+
+
+def test_smoke_run_reports_sane_counts_and_no_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = run(tmp_path, "--duration", "2")
+    assert code == 0
+    assert summary["healthy"] is True
+    assert summary["events"] > 100
+    assert summary["images"] > 0
+    assert summary["records"] == summary["final_offset"] + 1  # every record reached an image
+    assert summary["metadata_requests"] > 100
+    assert summary["failover_checks"] > 0
+    assert summary["brokers"] == 6
+    assert summary["partitions"] == summary["streams"] > 0
+    assert summary["latency_p99_ms"] >= summary["latency_p50_ms"] > 0
+    for counter in (
+        "refcount_errors",
+        "released_reads",
+        "leaks",
+        "consumer_faults",
+        "replay_errors",
+    ):
+        assert summary[counter] == 0, counter
+    assert summary["live_images_at_end"] == 0
+    printed = capsys.readouterr().out
+    assert "broker-sim summary" in printed
+    assert "clean" in printed
+
+
+def test_same_seed_gives_the_same_final_image(tmp_path: Path) -> None:
+    first = run(tmp_path, "--events", "300", "--seed", "5", name="a")[1]
+    second = run(tmp_path, "--events", "300", "--seed", "5", name="b")[1]
+    other = run(tmp_path, "--events", "300", "--seed", "6", name="c")[1]
+    assert first["image_sha256"] == second["image_sha256"]
+    assert first["final_offset"] == second["final_offset"]
+    assert other["image_sha256"] != first["image_sha256"]
+
+
+def test_restart_from_log_dir_reaches_the_same_image_and_goes_on(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    common = ["--log-dir", str(log_dir), "--snapshot-every", "400", "--seed", "9"]
+    code, before = run(tmp_path, *common, "--events", "300", name="before")
+    assert code == 0
+    assert before["snapshots"] >= 1
+    code, reopened = run(tmp_path, *common, "--events", "0", name="reopened")
+    assert code == 0
+    assert reopened["resumed_from_offset"] == before["final_offset"]
+    assert reopened["image_sha256"] == before["image_sha256"]
+    code, after = run(tmp_path, *common, "--events", "200", name="after")
+    assert code == 0
+    assert after["final_offset"] > before["final_offset"]
+    assert after["replay_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--brokers", "2", "--replication-factor", "3"],
+            "replication_factor (3) exceeds brokers (2)",
+        ),
+        (["--duration", "-1"], "--duration: Input should be greater than 0"),
+        (["--topics", "many"], "argument --topics: invalid int value: 'many'"),
+        (["--leak-detection", "loud"], "argument --leak-detection: invalid choice: 'loud'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("broker-sim: error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_a_corrupt_log_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    assert run(tmp_path, "--log-dir", str(log_dir), "--events", "50")[0] == 0
+    (segment,) = sorted((log_dir / "segments").glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0xFF  # inside the first frame, with valid frames after it
+    segment.write_bytes(bytes(data))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broker.sim",
+            "--log-dir",
+            str(log_dir),
+            "--events",
+            "1",
+            "--no-live",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("broker-sim: error: corrupt record batch: CRC32C mismatch")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_the_module_and_the_console_script_run(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker.sim", *SMALL, "--events", "20", "--json", "-"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["events"] == 20
+    assert summary["healthy"] is True
