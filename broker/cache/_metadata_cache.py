@@ -342,17 +342,23 @@ class MetadataCache(HoldingConsumer):
         self, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
     ) -> MetadataResponse:
         """Answer one METADATA request; one lease, one image, for the whole answer."""
-        self.requests += 1
         with self._holder.lease() as image:
-            return answer_metadata(
-                image,
-                request,
-                cluster_id=self.cluster_id,
-                listener=listener,
-                failover_check=self.failover_check,
-                missing_stream=self.missing_stream,
-                rng=self._rng,
-            )
+            return self.answer(image, request, listener=listener)
+
+    def answer(
+        self, image: MetadataImage, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
+    ) -> MetadataResponse:
+        """Answer from ``image``, which the caller holds a lease on, with this cache's settings."""
+        self.requests += 1
+        return answer_metadata(
+            image,
+            request,
+            cluster_id=self.cluster_id,
+            listener=listener,
+            failover_check=self.failover_check,
+            missing_stream=self.missing_stream,
+            rng=self._rng,
+        )
 
     # other reads, each on one lease ---------------------------------------------------------
 

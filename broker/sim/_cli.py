@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--clients", type=int, default=50, help="concurrent METADATA clients")
     load.add_argument("--failover-checkers", type=int, default=4)
     load.add_argument("--fetchers", type=int, default=4, help="concurrent stream fetchers")
+    load.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=_host_port,
+        help="serve the Kafka protocol there (port 0: any); brokers advertise it",
+    )
     storage = parser.add_argument_group("storage")
     storage.add_argument("--log-dir", type=Path, help="file log (resumes from snapshot + log)")
     storage.add_argument("--fsync", choices=("always", "never"), default="never")
@@ -84,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", metavar="PATH", help="write the summary as JSON ('-' for stdout)")
     output.add_argument("--no-live", action="store_true", help="plain progress lines even on a TTY")
     return parser
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 _OPTION_OF_FIELD = {
@@ -121,6 +134,7 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
             fsync=args.fsync,
             leak_detection=LeakDetectionLevel.parse(args.leak_detection),
             seed=args.seed,
+            listen=args.listen,
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -219,6 +233,11 @@ def summary_table(summary: SimulationSummary) -> Table:
         ("failovers completed (partitions)", f"{summary.failovers_completed:,}"),
         ("partitions mid-failover at end", f"{summary.partitions_in_failover:,}"),
         ("stream fetches", f"{summary.fetches:,}"),
+        *(
+            [("Kafka listener / wire requests", f"{summary.listen} / {summary.wire_requests:,}")]
+            if summary.listen
+            else []
+        ),
         ("snapshots", f"{summary.snapshots:,}"),
         ("live images: max / at end", f"{summary.max_live_images} / {summary.live_images_at_end}"),
         ("max consumer lag (images)", f"{summary.max_consumer_lag:,}"),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import random
 import signal
+import socket
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +50,7 @@ from broker.metadata import (
     lifetime_statistics,
     set_leak_detection_level,
 )
+from broker.server import KafkaListener
 from broker.sim._workload import SyntheticController, WorkloadConfig
 
 __all__ = ["Progress", "Simulation", "SimulationConfig", "SimulationSummary", "image_fingerprint"]
@@ -76,6 +79,8 @@ class SimulationConfig(BaseModel):
     fsync: Literal["always", "never"] = "never"
     leak_detection: LeakDetectionLevel = LeakDetectionLevel.SIMPLE
     seed: int = 1
+    listen: tuple[str, int] | None = None
+    """Serve the Kafka protocol on (host, port); brokers advertise this address."""
 
 
 @dataclass
@@ -137,6 +142,8 @@ class SimulationSummary:
     resumed_from_offset: int
     image_sha256: str
     log_dir: str | None = None
+    listen: str | None = None
+    wire_requests: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -367,18 +374,25 @@ class Simulation:
         writer = SnapshotWriter(log, every_records=config.snapshot_every)
         resumed_from = -1
         summary_image = ("", 0, 0, 0, 0, -1)
+        listener: KafkaListener | None = None
         try:
-            async with (
-                monitor,
-                MetadataPipeline(
-                    log, max_records_per_image=config.max_records_per_image, name="sim"
-                ) as pipeline,
-            ):
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(monitor)
+                pipeline = await stack.enter_async_context(
+                    MetadataPipeline(
+                        log, max_records_per_image=config.max_records_per_image, name="sim"
+                    )
+                )
                 pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
                 pipeline.add_consumer(streams, DeliveryMode.EVERY_DELTA, queue_size=64)
                 pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
                 pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
-                controller = await self._controller_for(log, cache)
+                if config.listen is not None:
+                    host, port = config.listen
+                    listener = await stack.enter_async_context(
+                        KafkaListener(cache, host=host, port=port)
+                    )
+                controller = await self._controller_for(log, cache, listener)
                 resumed_from = controller.next_offset - 1 if controller.events else -1
                 with anyio.CancelScope() as run_scope:
                     await self._run_tasks(
@@ -440,17 +454,38 @@ class Simulation:
             resumed_from_offset=resumed_from,
             image_sha256=digest,
             log_dir=str(config.log_dir) if config.log_dir is not None else None,
+            listen=f"{listener.host}:{listener.port}" if listener is not None else None,
+            wire_requests=sum(listener.statistics().requests.values())
+            if listener is not None
+            else 0,
             errors=self._errors,
         )
 
-    async def _controller_for(self, log: RecordLog, cache: MetadataCache) -> SyntheticController:
-        """A fresh controller for an empty log; a resumed one for a log with history."""
+    async def _controller_for(
+        self, log: RecordLog, cache: MetadataCache, listener: KafkaListener | None
+    ) -> SyntheticController:
+        """A fresh controller for an empty log; a resumed one for a log with history.
+
+        With a listener, every broker advertises the address it really listens on (a
+        resumed log re-registers its brokers with it), so real clients reach this process.
+        """
+        host = port = None
+        if listener is not None:
+            host, port = _advertised(listener.host), listener.port
         hwm = await log.high_water_mark()
         if hwm == 0:
-            return SyntheticController(self.config.workload)
+            return SyntheticController(
+                self.config.workload, listener_host=host, listener_port=port or 9092
+            )
         with await cache.wait_for_offset(hwm - 1) as image:
             logger.info("simulation_resumed", offset=image.offset, log=log.name)
-            return SyntheticController.resume(self.config.workload, image)
+            controller = SyntheticController.resume(
+                self.config.workload, image, listener_host=host, listener_port=port or 9092
+            )
+        if listener is not None:
+            for batch in controller.reregister_brokers():
+                await _append(log, batch)
+        return controller
 
     async def _run_tasks(
         self,
@@ -502,6 +537,11 @@ class Simulation:
                 len(image.streams.streams),
                 image.offset,
             )
+
+
+def _advertised(host: str) -> str:
+    """An address clients can reach: a wildcard bind advertises this machine's name."""
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
 
 
 async def _append(log: RecordLog, batch: RecordBatch) -> None:

@@ -204,7 +204,12 @@ class SyntheticController:
     """Emits batches of valid records; ``bootstrap()`` first, then ``churn()`` forever."""
 
     def __init__(
-        self, config: WorkloadConfig, *, epoch: int = 1, listener_port: int = 9092
+        self,
+        config: WorkloadConfig,
+        *,
+        epoch: int = 1,
+        listener_host: str | None = None,
+        listener_port: int = 9092,
     ) -> None:
         self.config = config
         self.epoch = epoch
@@ -219,6 +224,7 @@ class SyntheticController:
         self._next_stream_id = 0
         self._next_object_id = 0
         self._failover: _Failover | None = None
+        self._listener_host = listener_host
         self._listener_port = listener_port
         self._kinds = list(_WEIGHTS)
         self._weights = list(_WEIGHTS.values())
@@ -226,14 +232,24 @@ class SyntheticController:
 
     @classmethod
     def resume(
-        cls, config: WorkloadConfig, image: MetadataImage, *, listener_port: int = 9092
+        cls,
+        config: WorkloadConfig,
+        image: MetadataImage,
+        *,
+        listener_host: str | None = None,
+        listener_port: int = 9092,
     ) -> SyntheticController:
         """A controller that continues the log ``image`` was loaded from (a restart).
 
         Its model is rebuilt from the image; the random sequence differs from a run
         that never stopped, every record stays valid.
         """
-        controller = cls(config, epoch=max(image.epoch, 0) + 1, listener_port=listener_port)
+        controller = cls(
+            config,
+            epoch=max(image.epoch, 0) + 1,
+            listener_host=listener_host,
+            listener_port=listener_port,
+        )
         controller._rng = random.Random(config.seed * 1_000_003 + image.offset)
         controller._bootstrapped = image.offset >= 0
         controller.next_offset = image.offset + 1
@@ -329,6 +345,19 @@ class SyntheticController:
             self.next_offset += len(chunk)
         return batches
 
+    def _host(self, broker_id: int) -> str:
+        """Where broker ``broker_id`` says it listens: one real listener serves them all."""
+        return self._listener_host or f"broker-{broker_id}.sim.local"
+
+    def reregister_brokers(self) -> list[RecordBatch]:
+        """Every broker registers again (new epoch) with the current listener address."""
+        records: list[MetadataRecord] = []
+        for broker_id in sorted(self._brokers):
+            records += self.register_broker_records(
+                broker_id, self._host(broker_id), self._listener_port
+            )
+        return self._batches(records)
+
     def _alive(self) -> list[int]:
         return [b.id for b in self._brokers.values() if not b.fenced and not b.shutting_down]
 
@@ -365,7 +394,7 @@ class SyntheticController:
         ]
         for broker_id in range(1, self.config.brokers + 1):
             records += self.register_broker_records(
-                broker_id, f"broker-{broker_id}.sim.local", self._listener_port
+                broker_id, self._host(broker_id), self._listener_port
             )
         for _ in range(self.config.topics):
             records += self._create_topic()
@@ -450,14 +479,20 @@ class SyntheticController:
         self._topics[topic.id] = topic
         return records
 
+    # Topics come and go around the configured count (within 10%, at least 1), so a
+    # long run keeps a steady cluster size instead of drifting.
     def _event_topic_create(self) -> list[MetadataRecord]:
+        if len(self._topics) >= self.config.topics + max(1, self.config.topics // 10):
+            return []
         return self._create_topic()
 
     def _event_topic_delete(self) -> list[MetadataRecord]:
+        if len(self._topics) <= max(1, self.config.topics - max(1, self.config.topics // 10)):
+            return []
         candidates = [t for t in self._topics.values() if not self._topic_in_failover(t)]
-        if len(candidates) <= max(1, self.config.topics // 2):
-            return []  # keep the cluster from shrinking away
-        topic = self._rng.choice(sorted(candidates, key=lambda t: t.name))
+        if not candidates:
+            return []
+        topic = self._rng.choice(candidates)
         del self._topics[topic.id]
         records: list[MetadataRecord] = [RemoveTopicRecord(topic_id=topic.id)]
         keys = []
@@ -698,9 +733,7 @@ class SyntheticController:
             return []
         broker = self._brokers[self._rng.choice(down)]
         broker.shutting_down = False
-        return self.register_broker_records(
-            broker.id, f"broker-{broker.id}.sim.local", self._listener_port
-        )
+        return self.register_broker_records(broker.id, self._host(broker.id), self._listener_port)
 
     # failover: a node dies; its partitions move and its streams are closed, then reopened
     # by the new leaders a few events later (mid-failover in between).

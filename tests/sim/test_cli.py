@@ -137,3 +137,50 @@ def test_the_module_and_the_console_script_run(tmp_path: Path) -> None:
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["events"] == 20
     assert summary["healthy"] is True
+
+
+async def test_listen_serves_real_clients_the_simulated_cluster() -> None:
+    import socket
+
+    import anyio
+    from aiokafka.client import AIOKafkaClient
+
+    from broker.sim import Simulation, SimulationConfig, WorkloadConfig
+
+    with socket.socket() as probe:  # a free port for the listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = SimulationConfig(
+        workload=WorkloadConfig(topics=4, partitions_per_topic=2),
+        duration=None,
+        events=400,
+        rate=200,
+        clients=2,
+        listen=("127.0.0.1", port),
+    )
+    seen: dict[str, object] = {}
+
+    async def client() -> None:
+        while True:
+            kafka = AIOKafkaClient(bootstrap_servers=f"127.0.0.1:{port}")
+            try:
+                await kafka.bootstrap()
+                metadata = await kafka.fetch_all_metadata()
+                if metadata.topics():
+                    seen["topics"] = metadata.topics()
+                    seen["brokers"] = {(b.host, b.port) for b in metadata.brokers()}
+                    return
+            except Exception:
+                await anyio.sleep(0.05)
+            finally:
+                await kafka.close()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client)
+            summary = await Simulation(config).run(handle_signals=False)
+    assert summary.healthy
+    assert summary.listen == f"127.0.0.1:{port}"
+    assert summary.wire_requests > 0
+    assert seen["brokers"] == {("127.0.0.1", port)}
+    assert len(seen["topics"]) >= 3  # type: ignore[arg-type]

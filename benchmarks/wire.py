@@ -1,0 +1,153 @@
+"""The Kafka listener: cached all-topics Metadata, and requests/s over loopback.
+
+1. All-topics Metadata at 10k partitions, answered by the listener's request path:
+   the encoded response cached per image (what the listener does) against answering
+   and encoding on every request (the baseline), in one run. Target: >= 20x.
+2. Requests/s with 50 concurrent connections on loopback (the clients run in this
+   process, on the same core as the server: a lower bound for a separate client).
+
+    python3 dev bench wire [--partitions 10000] [--connections 50] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import struct
+import sys
+import time
+
+import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
+from metadata_cache import CLUSTER, build
+
+from broker import tune_gc
+from broker.cache import MetadataCache, MetadataRequest
+from broker.metadata import LoadManifest, MetadataDelta, MetadataImage, MetadataUpdate
+from broker.server import (
+    METADATA,
+    KafkaListener,
+    encode_request,
+    metadata_body,
+    metadata_request_body,
+)
+
+
+def median_us(fn: object, repeat: int) -> float:
+    assert callable(fn)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+async def cache_holding(image: MetadataImage) -> MetadataCache:
+    cache = MetadataCache(CLUSTER)
+    manifest = LoadManifest("image", image.provenance, -1, 0, 0, None, 0.0)
+    await cache.on_metadata_update(MetadataUpdate(image, MetadataDelta(image), manifest))
+    return cache
+
+
+async def per_request(partitions: int, repeat: int) -> tuple[float, float]:
+    with build(partitions) as image:
+        cache = await cache_holding(image)
+        listener = KafkaListener(cache)
+        frame = encode_request(METADATA, 12, 1, metadata_request_body(12))[4:]
+        request = MetadataRequest(version=12)
+
+        def cached() -> object:
+            return listener.respond(frame)
+
+        def encode_every_time() -> object:
+            with cache.lease() as leased:
+                fresh = MetadataImage(leased.provenance, **leased.sub_images())
+            with fresh:  # a new image: nothing derived yet, as if nothing were cached
+                return metadata_body(cache.answer(fresh, request), 12)
+
+        cached()
+        result = median_us(cached, repeat), median_us(encode_every_time, max(3, repeat // 10))
+        cache.close()
+        return result
+
+
+async def client(port: int, frame: bytes, deadline: float) -> int:
+    """Send ``frame`` and read the answer until ``deadline``; returns how many."""
+    done = 0
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        receive = BufferedByteReceiveStream(stream)
+        while time.monotonic() < deadline:
+            await stream.send(frame)
+            (size,) = struct.unpack(">i", await receive.receive_exactly(4))
+            await receive.receive_exactly(size)
+            done += 1
+    return done
+
+
+async def load(port: int, frame: bytes, connections: int, seconds: float) -> float:
+    """Requests/s of ``connections`` clients sending ``frame`` for ``seconds``."""
+    counts: list[int] = []
+    deadline = time.monotonic() + seconds
+
+    async def one() -> None:
+        counts.append(await client(port, frame, deadline))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for _ in range(connections):
+            tg.start_soon(one)
+    return sum(counts) / (time.monotonic() - started)
+
+
+async def throughput(partitions: int, connections: int, seconds: float) -> tuple[float, float]:
+    """(all-topics requests/s, single-topic requests/s) over loopback."""
+    with build(partitions) as image:
+        cache = await cache_holding(image)
+        async with KafkaListener(cache, host="127.0.0.1", port=0) as listener:
+            everything = encode_request(METADATA, 12, 1, metadata_request_body(12))
+            one_topic = encode_request(METADATA, 12, 1, metadata_request_body(12, ["topic-00000"]))
+            rates = (
+                await load(listener.port, everything, connections, seconds),
+                await load(listener.port, one_topic, connections, seconds),
+            )
+        cache.close()
+        return rates
+
+
+async def run(args: argparse.Namespace) -> None:
+    cached, fresh = await per_request(args.partitions, args.repeat)
+    speedup = fresh / cached
+    print(f"all-topics Metadata v12 at {args.partitions:,} partitions (median)")
+    header = f"{'path':<34} {'us/request':>12}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'cached encoded response':<34} {cached:>12,.1f}")
+    print(f"{'answer + encode every request':<34} {fresh:>12,.1f}")
+    print(f"speedup: {speedup:,.0f}x (target >= 20x): {'met' if speedup >= 20 else 'NOT met'}")
+    print()
+    all_topics, one_topic = await throughput(args.partitions, args.connections, args.seconds)
+    print(f"{args.connections} connections on loopback, {args.seconds:g}s each, clients in-process")
+    header = f"{'request':<34} {'requests/s':>12}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'Metadata v12, all topics':<34} {all_topics:>12,.0f}")
+    print(f"{'Metadata v12, one topic':<34} {one_topic:>12,.0f}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--partitions", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args(argv)
+    tune_gc()
+    anyio.run(run, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,39 @@
+"""The Kafka wire listener: real Kafka clients fetch metadata from the broker."""
+
+from broker.server._listener import ALL_TOPICS_RESPONSES, KafkaListener, ListenerStatistics
+from broker.server._protocol import (
+    API_VERSIONS,
+    DESCRIBE_CLUSTER,
+    METADATA,
+    SUPPORTED_VERSIONS,
+    ProtocolError,
+    api_versions_response,
+    decode_request,
+    decode_response,
+    describe_cluster_body,
+    encode_request,
+    encode_response,
+    metadata_body,
+    metadata_request,
+    metadata_request_body,
+)
+
+__all__ = [
+    "ALL_TOPICS_RESPONSES",
+    "API_VERSIONS",
+    "DESCRIBE_CLUSTER",
+    "METADATA",
+    "SUPPORTED_VERSIONS",
+    "KafkaListener",
+    "ListenerStatistics",
+    "ProtocolError",
+    "api_versions_response",
+    "decode_request",
+    "decode_response",
+    "describe_cluster_body",
+    "encode_request",
+    "encode_response",
+    "metadata_body",
+    "metadata_request",
+    "metadata_request_body",
+]

@@ -1,0 +1,306 @@
+"""A TCP listener speaking the Kafka protocol, answering from the metadata cache.
+
+Every request is answered from one leased image. The all-topics Metadata response is
+encoded once per image, listener and version (per-image derived state), so a busy
+cluster of clients asking for everything costs one encoding per image.
+
+Bad input never takes the server down: a frame with a negative or oversized length, a
+truncated frame, an unknown API key or an undecodable body closes that connection with
+a logged reason; every other connection keeps being served. Max connections and an
+idle timeout bound resources; leaving ``async with`` stops accepting, closes idle
+connections and lets in-flight requests finish (within ``shutdown_grace`` seconds).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from anyio.abc import SocketAttribute, SocketStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from broker.cache import DEFAULT_LISTENER, MetadataCache
+from broker.errors import BrokerError
+from broker.metadata import DerivedKey
+from broker.metadata._tasks import Notifier, single_cause
+from broker.server._protocol import (
+    API_VERSIONS,
+    DESCRIBE_CLUSTER,
+    METADATA,
+    ProtocolError,
+    api_versions_response,
+    decode_request,
+    describe_cluster_body,
+    encode_response,
+    metadata_body,
+    metadata_request,
+)
+
+__all__ = ["ALL_TOPICS_RESPONSES", "KafkaListener", "ListenerStatistics"]
+
+logger = structlog.get_logger(__name__)
+
+DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
+_INT32 = struct.Struct(">i")
+
+ALL_TOPICS_RESPONSES: DerivedKey[dict[tuple[object, ...], bytes]] = DerivedKey(
+    "wire-all-topics-metadata", lambda image: {}
+)
+"""Encoded all-topics Metadata bodies of one image, by (listener, version, cache settings)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerStatistics:
+    address: tuple[str, int]
+    connections_open: int
+    connections_total: int
+    connections_refused: int
+    requests: dict[str, int]
+    closed: dict[str, int]
+    """Connections closed, by reason (``client``, ``idle``, ``protocol``, ...)."""
+    bytes_in: int
+    bytes_out: int
+
+
+class _Connection:
+    __slots__ = ("busy", "peer", "scope")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.busy = False
+        self.scope = anyio.CancelScope()
+
+
+class KafkaListener(anyio.AsyncContextManagerMixin):
+    """``async with KafkaListener(cache, host="127.0.0.1", port=0) as listener:``"""
+
+    def __init__(
+        self,
+        cache: MetadataCache,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        listener_name: str = DEFAULT_LISTENER,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_connections: int = 1024,
+        idle_timeout: float = 600.0,
+        shutdown_grace: float = 5.0,
+    ) -> None:
+        if max_frame_bytes < 1 or max_connections < 1:
+            raise BrokerError("max_frame_bytes and max_connections must be positive")
+        self.cache = cache
+        self.host = host
+        self.port = port
+        self.listener_name = listener_name
+        self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.shutdown_grace = shutdown_grace
+        self._connections: set[_Connection] = set()
+        self._socket_listener: anyio.abc.Listener[SocketStream] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closing = False
+        self._idle = Notifier()
+        self._total = 0
+        self._refused = 0
+        self._requests: Counter[str] = Counter()
+        self._closed: Counter[str] = Counter()
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[KafkaListener]:
+        with single_cause():
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            self.port = listener.extra(SocketAttribute.local_port)
+            logger.info(
+                "listener_started", host=self.host, port=self.port, listener=self.listener_name
+            )
+            async with anyio.create_task_group() as task_group:
+                self._socket_listener, self._task_group = listener, task_group
+                task_group.start_soon(self._accept, listener, task_group)
+                try:
+                    yield self
+                finally:
+                    await self.stop()
+
+    async def _accept(
+        self, listener: anyio.abc.Listener[SocketStream], task_group: anyio.abc.TaskGroup
+    ) -> None:
+        # Closing the listener at shutdown ends serve() with ClosedResourceError (wrapped
+        # in a group by the multi-listener of create_tcp_listener).
+        try:
+            await listener.serve(self._serve, task_group=task_group)
+        except* (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def stop(self) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish (up to
+        ``shutdown_grace`` seconds), then end every connection. Idempotent."""
+        listener, task_group = self._socket_listener, self._task_group
+        if listener is None or task_group is None or self._closing:
+            return
+        with anyio.CancelScope(shield=True):
+            self._closing = True
+            await listener.aclose()
+            for connection in list(self._connections):
+                if not connection.busy:
+                    connection.scope.cancel()
+            with anyio.move_on_after(self.shutdown_grace):
+                while any(c.busy for c in self._connections):
+                    await self._idle.wait()
+            task_group.cancel_scope.cancel()
+        logger.info("listener_stopped", host=self.host, port=self.port)
+
+    # one connection ---------------------------------------------------------------------
+
+    async def _serve(self, stream: SocketStream) -> None:
+        peer = _peer(stream)
+        if self._closing or len(self._connections) >= self.max_connections:
+            self._refused += 1
+            logger.warning(
+                "connection_refused",
+                peer=peer,
+                reason="max_connections",
+                limit=self.max_connections,
+            )
+            await stream.aclose()
+            return
+        connection = _Connection(peer)
+        self._connections.add(connection)
+        self._total += 1
+        reason = "client closed"
+        try:
+            with connection.scope:
+                reason = await self._requests_of(stream, connection)
+            if connection.scope.cancelled_caught:
+                reason = "shutdown"
+        finally:
+            self._connections.discard(connection)
+            connection.busy = False
+            self._idle.notify()
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+        kind = reason.split(":", 1)[0]
+        self._closed[kind] += 1
+        log = logger.info if kind in ("client closed", "shutdown", "idle") else logger.warning
+        log("connection_closed", peer=peer, reason=reason)
+
+    async def _requests_of(self, stream: SocketStream, connection: _Connection) -> str:
+        """Serve requests until the connection ends; returns why it ended."""
+        receive = BufferedByteReceiveStream(stream)
+        while not self._closing:
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    size = _INT32.unpack(await receive.receive_exactly(4))[0]
+            except TimeoutError:
+                return f"idle: no request for {self.idle_timeout}s"
+            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
+                return "client closed"
+            if size < 0 or size > self.max_frame_bytes:
+                return f"protocol: frame length {size} out of range (max {self.max_frame_bytes})"
+            connection.busy = True
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    frame = await receive.receive_exactly(size)
+            except (
+                TimeoutError,
+                anyio.IncompleteRead,
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+            ):
+                return f"protocol: truncated frame ({size} bytes announced)"
+            self._bytes_in += 4 + size
+            try:
+                response = self.respond(frame)
+            except ProtocolError as error:
+                return f"protocol: {error}"
+            except Exception as error:  # a bug here must not take the listener down
+                logger.error(
+                    "request_failed", peer=connection.peer, error=repr(error), exc_info=error
+                )
+                return f"internal error: {type(error).__name__}"
+            try:
+                await stream.send(response)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return "client closed"
+            self._bytes_out += len(response)
+            connection.busy = False
+            self._idle.notify()
+        return "shutdown"
+
+    # requests ----------------------------------------------------------------------------
+
+    def respond(self, frame: bytes) -> bytes:
+        """The response frame for one request frame (sync: one lease per answer)."""
+        api_key, version, correlation_id, body = decode_request(frame)
+        if api_key == API_VERSIONS:
+            self._requests["ApiVersions"] += 1
+            return api_versions_response(version, correlation_id)
+        if api_key == METADATA:
+            self._requests["Metadata"] += 1
+            return encode_response(METADATA, version, correlation_id, self._metadata(body, version))
+        if api_key == DESCRIBE_CLUSTER:
+            self._requests["DescribeCluster"] += 1
+            description = self.cache.describe_cluster(self.listener_name)
+            return encode_response(
+                DESCRIBE_CLUSTER,
+                version,
+                correlation_id,
+                describe_cluster_body(description, version),
+            )
+        raise ProtocolError(f"unsupported API key {api_key}")  # pragma: no cover - decode refuses
+
+    def _metadata(self, body: object, version: int) -> bytes:
+        try:
+            request = metadata_request(body, version)
+        except ValueError as error:
+            raise ProtocolError(f"invalid Metadata request: {error}") from None
+        cache = self.cache
+        with cache.lease() as image:
+            if not request.wants_all_topics:
+                return metadata_body(
+                    cache.answer(image, request, listener=self.listener_name), version
+                )
+            encoded = image.derived(ALL_TOPICS_RESPONSES)
+            key = (
+                self.listener_name,
+                version,
+                cache.cluster_id,
+                cache.failover_check,
+                cache.missing_stream,
+            )
+            found = encoded.get(key)
+            if found is None:
+                response = cache.answer(image, request, listener=self.listener_name)
+                found = encoded[key] = metadata_body(response, version)
+            return found
+
+    def statistics(self) -> ListenerStatistics:
+        return ListenerStatistics(
+            address=self.address,
+            connections_open=len(self._connections),
+            connections_total=self._total,
+            connections_refused=self._refused,
+            requests=dict(self._requests),
+            closed=dict(self._closed),
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+        )
+
+
+def _peer(stream: SocketStream) -> str:
+    try:
+        address = stream.extra(SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return "unknown"
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)

@@ -1,0 +1,195 @@
+"""A small served cluster for the wire tests: records, and a raw protocol client."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from broker.cache import MetadataCache
+from broker.metadata import (
+    BrokerEndpoint,
+    DeliveryMode,
+    InMemoryRecordSource,
+    KeyValue,
+    KVRecord,
+    MetadataPipeline,
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    RangeRecord,
+    RegisterBrokerRecord,
+    S3StreamRecord,
+    TopicRecord,
+    UnfenceBrokerRecord,
+)
+from broker.server import KafkaListener, decode_response, encode_request
+from broker.sim import encode_stream_id, meta_stream_key
+
+CLUSTER = "wire-cluster"
+ORDERS = uuid.UUID(int=0xABC)
+PAYMENTS = uuid.UUID(int=0xDEF)
+
+
+def cluster_records(port: int) -> list[MetadataRecord]:
+    records: list[MetadataRecord] = []
+    for broker in (1, 2, 3):
+        endpoint = BrokerEndpoint(name="PLAINTEXT", host="127.0.0.1", port=port)
+        records.append(
+            RegisterBrokerRecord(
+                broker_id=broker,
+                incarnation_id=uuid.UUID(int=broker),
+                broker_epoch=broker,
+                end_points=(endpoint,),
+            )
+        )
+        records.append(UnfenceBrokerRecord(id=broker, epoch=broker))
+    stream = 10
+    for topic_id, name in ((ORDERS, "orders"), (PAYMENTS, "payments")):
+        records.append(TopicRecord(name=name, topic_id=topic_id))
+        for partition in range(2):
+            leader = 1 + partition
+            records.append(
+                PartitionRecord(
+                    partition_id=partition,
+                    topic_id=topic_id,
+                    replicas=(leader, 3),
+                    isr=(leader, 3),
+                    leader=leader,
+                    leader_epoch=0,
+                    partition_epoch=0,
+                )
+            )
+            records.append(S3StreamRecord(stream_id=stream, epoch=0, range_index=0))
+            records.append(
+                RangeRecord(
+                    stream_id=stream,
+                    epoch=0,
+                    range_index=0,
+                    start_offset=0,
+                    end_offset=0,
+                    node_id=leader,
+                )
+            )
+            key = meta_stream_key(CLUSTER, topic_id, partition)
+            records.append(
+                KVRecord(key_values=(KeyValue(key=key, value=encode_stream_id(stream)),))
+            )
+            stream += 1
+    return records
+
+
+ORDERS_0_STREAM = 10
+
+
+def failover_started() -> list[MetadataRecord]:
+    """orders-0 moves from broker 1 to 2; its stream is still owned by 1: mid-failover."""
+    return [PartitionChangeRecord(partition_id=0, topic_id=ORDERS, leader=2, isr=(2, 3))]
+
+
+def failover_completed() -> list[MetadataRecord]:
+    """Broker 2 reopens the stream with the new epoch: the failover completed."""
+    return [
+        S3StreamRecord(stream_id=ORDERS_0_STREAM, epoch=1, range_index=1),
+        RangeRecord(
+            stream_id=ORDERS_0_STREAM,
+            epoch=1,
+            range_index=1,
+            start_offset=0,
+            end_offset=0,
+            node_id=2,
+        ),
+    ]
+
+
+@dataclass
+class Served:
+    source: InMemoryRecordSource
+    cache: MetadataCache
+    pipeline: MetadataPipeline
+    listener: KafkaListener
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    async def append(self, records: list[MetadataRecord]) -> None:
+        self.source.append_nowait(records)
+        with await self.cache.wait_for_offset(self.source.next_offset - 1):
+            pass
+
+
+@asynccontextmanager
+async def served_cluster(**listener_options: Any) -> AsyncIterator[Served]:
+    source = InMemoryRecordSource()
+    cache = MetadataCache(CLUSTER)
+    try:
+        async with MetadataPipeline(source) as pipeline:
+            pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
+            async with KafkaListener(
+                cache, host="127.0.0.1", port=0, **listener_options
+            ) as listener:
+                served = Served(source, cache, pipeline, listener)
+                await served.append(cluster_records(listener.port))
+                yield served
+    finally:
+        cache.close()
+
+
+class RawClient:
+    """One connection speaking the protocol with kio (no client library)."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.receive = BufferedByteReceiveStream(stream)
+        self.correlation = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, port: int) -> AsyncIterator[RawClient]:
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            yield cls(stream)
+
+    async def call(self, api_key: int, version: int, body: Any) -> Any:
+        self.correlation += 1
+        await self.stream.send(encode_request(api_key, version, self.correlation, body))
+        return await self.read(api_key, version)
+
+    async def read(self, api_key: int, version: int) -> Any:
+        (size,) = struct.unpack(">i", await self.receive.receive_exactly(4))
+        correlation, body = decode_response(
+            api_key, version, await self.receive.receive_exactly(size)
+        )
+        assert correlation == self.correlation
+        return body
+
+    async def closed_by_server(self) -> bool:
+        """True once the server closed the connection (what it does with bad input)."""
+        try:
+            with anyio.fail_after(5):
+                await self.receive.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead):
+            return True
+        return False
+
+
+def blocking_call(port: int, frame: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes on a new blocking socket; return all bytes until the server closes
+    (or the timeout, after half-closing our side)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(frame)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)
