@@ -13,6 +13,7 @@ from broker.errors import (
     ReferenceCountError,
     ReplayError,
     SnapshotRequiredError,
+    WriterFencedError,
 )
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "ReferenceCountError",
     "ReplayError",
     "SnapshotRequiredError",
+    "WriterFencedError",
     "__version__",
     "tune_gc",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ReferenceCountError",
     "ReplayError",
     "SnapshotRequiredError",
+    "WriterFencedError",
 ]
 
 
@@ -160,3 +161,12 @@ class FetchTimeoutError(BrokerError):
             f"fetch of stream {stream_id} [{start_offset}, {end_offset}) timed out after "
             f"{waited:.3f}s; newest image is at offset {image_offset} and does not hold it"
         )
+
+
+class WriterFencedError(BrokerError):
+    """Another writer claimed the log with a newer epoch: this writer may not append."""
+
+    def __init__(self, epoch: int, current: int) -> None:
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"writer epoch {epoch} was fenced: the log belongs to epoch {current} now")

@@ -27,6 +27,7 @@ from broker.metadata._configs import (
     ConfigurationsImage,
 )
 from broker.metadata._delta import MetadataDelta, replay_records
+from broker.metadata._etcd import EtcdLogStatistics, EtcdRecordLog, LocalEtcd, parse_etcd_url
 from broker.metadata._features import (
     FeaturesDelta,
     FeaturesImage,
@@ -122,11 +123,14 @@ __all__ = [
     "FeaturesDelta",
     "ConsumerStatistics",
     "DeliveryMode",
+    "EtcdLogStatistics",
+    "EtcdRecordLog",
     "FeaturesImage",
     "FileRecordLog",
     "HoldingConsumer",
     "InMemoryRecordSource",
     "LoadManifest",
+    "LocalEtcd",
     "LoaderStatistics",
     "MetadataConsumer",
     "MetadataLoader",
@@ -179,6 +183,7 @@ __all__ = [
     "iter_batches",
     "leak_detection_level",
     "lifetime_statistics",
+    "parse_etcd_url",
     "release_all",
     "replay_records",
     "retain_all",

@@ -390,7 +390,7 @@ class FileRecordLog:
             snapshot.provenance, snapshot.records, encoded_size=size, name=snapshot.name
         )
 
-    def truncate_before(self, offset: int) -> int:
+    async def truncate_before(self, offset: int) -> int:
         """Delete whole segments below ``offset`` that the newest snapshot covers.
 
         Returns how many segments were deleted; the active segment always stays.

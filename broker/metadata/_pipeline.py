@@ -155,4 +155,4 @@ class SnapshotWriter:
         self.last_offset = snapshot.provenance.offset
         self.snapshots += 1
         if self.truncate:
-            self.log.truncate_before(snapshot.provenance.offset + 1)
+            await self.log.truncate_before(snapshot.provenance.offset + 1)

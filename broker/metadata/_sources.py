@@ -108,7 +108,7 @@ class RecordLog(RecordSource, Protocol):
 
     async def save_snapshot(self, image: MetadataImage) -> Snapshot: ...
 
-    def truncate_before(self, offset: int) -> int:
+    async def truncate_before(self, offset: int) -> int:
         """Drop log below ``offset`` that the newest snapshot covers; returns how much."""
         ...
 
@@ -231,7 +231,7 @@ class InMemoryRecordSource:
         del self._snapshots[:-2]
         return snapshot
 
-    def truncate_before(self, offset: int) -> int:
+    async def truncate_before(self, offset: int) -> int:
         """Drop batches that end before ``offset``; returns how many were dropped.
 
         Only offsets covered by a snapshot may go: readers behind them load it.

@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     storage.add_argument("--log-dir", type=Path, help="file log (resumes from snapshot + log)")
     storage.add_argument("--fsync", choices=("always", "never"), default="never")
     storage.add_argument(
+        "--etcd", metavar="URL", help="keep the log in etcd: http://HOST:PORT[/PREFIX]"
+    )
+    storage.add_argument("--follow", action="store_true", help="only follow the shared --etcd log")
+    storage.add_argument(
         "--snapshot-every", type=int, default=50_000, help="records between snapshots"
     )
     storage.add_argument("--max-records-per-image", type=int, default=2000)
@@ -135,6 +139,8 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
             leak_detection=LeakDetectionLevel.parse(args.leak_detection),
             seed=args.seed,
             listen=args.listen,
+            etcd=args.etcd,
+            follow=args.follow,
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -232,6 +238,11 @@ def summary_table(summary: SimulationSummary) -> Table:
         ("failover checks", f"{summary.failover_checks:,}"),
         ("failovers completed (partitions)", f"{summary.failovers_completed:,}"),
         ("partitions mid-failover at end", f"{summary.partitions_in_failover:,}"),
+        (
+            "role",
+            summary.role
+            + (f" on {summary.etcd} ({summary.etcd_outages} outages)" if summary.etcd else ""),
+        ),
         ("stream fetches", f"{summary.fetches:,}"),
         *(
             [("Kafka listener / wire requests", f"{summary.listen} / {summary.wire_requests:,}")]

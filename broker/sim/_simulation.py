@@ -23,7 +23,7 @@ from typing import Any, Literal
 import anyio
 import structlog
 from anyio.lowlevel import checkpoint
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker._gc import tune_gc
 from broker.cache import (
@@ -35,9 +35,11 @@ from broker.cache import (
     failover_index_key,
 )
 from broker.cache._failover import scan
-from broker.errors import BrokerError, FetchTimeoutError
+from broker.errors import BrokerError, FetchTimeoutError, WriterFencedError
 from broker.metadata import (
     DeliveryMode,
+    EtcdLogStatistics,
+    EtcdRecordLog,
     FileRecordLog,
     InMemoryRecordSource,
     LeakDetectionLevel,
@@ -81,6 +83,18 @@ class SimulationConfig(BaseModel):
     seed: int = 1
     listen: tuple[str, int] | None = None
     """Serve the Kafka protocol on (host, port); brokers advertise this address."""
+    etcd: str | None = None
+    """Keep the log in etcd (http://HOST:PORT[/PREFIX]) instead of memory or files."""
+    follow: bool = False
+    """Only follow the shared log (another simulation writes it)."""
+
+    @model_validator(mode="after")
+    def _one_log(self) -> SimulationConfig:
+        if self.etcd is not None and self.log_dir is not None:
+            raise ValueError("choose one log: --etcd or --log-dir")
+        if self.follow and self.etcd is None:
+            raise ValueError("--follow needs a shared log (--etcd)")
+        return self
 
 
 @dataclass
@@ -144,6 +158,10 @@ class SimulationSummary:
     log_dir: str | None = None
     listen: str | None = None
     wire_requests: int = 0
+    role: str = "writer"
+    """``writer`` appends churn; ``follower`` only follows a shared (etcd) log."""
+    etcd: str | None = None
+    etcd_outages: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -220,14 +238,19 @@ class Simulation:
         self._events = 0
         self._batches = 0
         self._appended_records = 0
+        self._fenced = False
 
     # the log ------------------------------------------------------------------------------
 
-    async def _open_log(self) -> RecordLog:
+    async def _open_log(self, stack: AsyncExitStack) -> RecordLog:
         config = self.config
-        if config.log_dir is None:
-            return InMemoryRecordSource("sim")
-        return await FileRecordLog.open(config.log_dir, fsync=config.fsync)
+        if config.etcd is not None:
+            return await stack.enter_async_context(EtcdRecordLog(config.etcd))
+        if config.log_dir is not None:
+            return await stack.enter_async_context(
+                await FileRecordLog.open(config.log_dir, fsync=config.fsync)
+            )
+        return InMemoryRecordSource("sim")
 
     # tasks --------------------------------------------------------------------------------
 
@@ -241,10 +264,16 @@ class Simulation:
         while not stop.is_set():
             if config.events is not None and self._events >= config.events:
                 break
-            for batch in controller.churn():
-                await _append(log, batch)
-                self._batches += 1
-                self._appended_records += len(batch.records)
+            try:
+                for batch in controller.churn():
+                    await _append(log, batch)
+                    self._batches += 1
+                    self._appended_records += len(batch.records)
+            except WriterFencedError as fenced:
+                # Another simulation claimed the shared log: follow it from now on.
+                logger.warning("simulation_fenced", log=log.name, error=str(fenced))
+                self._fenced = True
+                return
             self._events += 1
             if interval:
                 next_at += interval
@@ -367,16 +396,17 @@ class Simulation:
         previous_gc = tune_gc()
         base = lifetime_statistics()
         self._started = time.monotonic()
-        log = await self._open_log()
         cache = MetadataCache(config.workload.cluster_id, rng=random.Random(config.seed))
         streams = StreamMetadataManager(fetch_timeout=2.0)
         monitor = FailoverMonitor(config.workload.cluster_id, interval=1.0)
-        writer = SnapshotWriter(log, every_records=config.snapshot_every)
+        writer: SnapshotWriter | None = None
         resumed_from = -1
         summary_image = ("", 0, 0, 0, 0, -1)
         listener: KafkaListener | None = None
+        log_statistics: EtcdLogStatistics | None = None
         try:
             async with AsyncExitStack() as stack:
+                log = await self._open_log(stack)
                 await stack.enter_async_context(monitor)
                 pipeline = await stack.enter_async_context(
                     MetadataPipeline(
@@ -386,14 +416,19 @@ class Simulation:
                 pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
                 pipeline.add_consumer(streams, DeliveryMode.EVERY_DELTA, queue_size=64)
                 pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
-                pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
+                if not config.follow:  # followers leave snapshots to the writer
+                    writer = SnapshotWriter(log, every_records=config.snapshot_every)
+                    pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
                 if config.listen is not None:
                     host, port = config.listen
                     listener = await stack.enter_async_context(
                         KafkaListener(cache, host=host, port=port)
                     )
-                controller = await self._controller_for(log, cache, listener)
-                resumed_from = controller.next_offset - 1 if controller.events else -1
+                controller = (
+                    None if config.follow else await self._controller_for(log, cache, listener)
+                )
+                if controller is not None and controller.events:
+                    resumed_from = controller.next_offset - 1
                 with anyio.CancelScope() as run_scope:
                     await self._run_tasks(
                         pipeline,
@@ -409,11 +444,11 @@ class Simulation:
                     summary_image = await self._final_image(pipeline, cache, log)
                 stats = pipeline.statistics()
                 failover = monitor.statistics()
+                if isinstance(log, EtcdRecordLog):
+                    log_statistics = log.statistics()
         finally:
             cache.close()
             streams.close()
-            if isinstance(log, FileRecordLog):
-                log.close()
             tune_gc(previous_gc)
             set_leak_detection_level(previous_level)
         lifetime = lifetime_statistics()
@@ -441,7 +476,7 @@ class Simulation:
             failovers_completed=failover.completed,
             partitions_in_failover=failover.partitions_in_failover,
             fetches=self._fetches,
-            snapshots=writer.snapshots,
+            snapshots=writer.snapshots if writer is not None else 0,
             max_live_images=max(self._max_live, lifetime.live),
             live_images_at_end=lifetime.live - base.live,
             max_consumer_lag=self._max_lag,
@@ -455,6 +490,9 @@ class Simulation:
             image_sha256=digest,
             log_dir=str(config.log_dir) if config.log_dir is not None else None,
             listen=f"{listener.host}:{listener.port}" if listener is not None else None,
+            role="follower" if config.follow or self._fenced else "writer",
+            etcd=config.etcd,
+            etcd_outages=log_statistics.outages if log_statistics is not None else 0,
             wire_requests=sum(listener.statistics().requests.values())
             if listener is not None
             else 0,
@@ -472,6 +510,10 @@ class Simulation:
         host = port = None
         if listener is not None:
             host, port = _advertised(listener.host), listener.port
+        if isinstance(log, EtcdRecordLog):
+            # Claim the shared log first: from here on nobody else appends, so the
+            # image the controller resumes from stays the head of the log.
+            await log.claim()
         hwm = await log.high_water_mark()
         if hwm == 0:
             return SyntheticController(
@@ -491,7 +533,7 @@ class Simulation:
         self,
         pipeline: MetadataPipeline,
         log: RecordLog,
-        controller: SyntheticController,
+        controller: SyntheticController | None,
         cache: MetadataCache,
         streams: StreamMetadataManager,
         monitor: FailoverMonitor,
@@ -514,8 +556,9 @@ class Simulation:
             with anyio.move_on_after(
                 config.duration if config.duration is not None else float("inf")
             ):
-                await self._controller(log, controller, stop)
-                if config.duration is not None and config.events is None:
+                if controller is not None:
+                    await self._controller(log, controller, stop)
+                if controller is None or (config.duration is not None and config.events is None):
                     await anyio.sleep_forever()
             stop.set()
             tg.cancel_scope.cancel()
@@ -547,7 +590,7 @@ def _advertised(host: str) -> str:
 async def _append(log: RecordLog, batch: RecordBatch) -> None:
     if isinstance(log, InMemoryRecordSource):
         log.append_batch(batch)
-    elif isinstance(log, FileRecordLog):
+    elif isinstance(log, FileRecordLog | EtcdRecordLog):
         await log.append_batch(batch)
     else:  # pragma: no cover - another RecordLog appends by records
         raise BrokerError(f"cannot append batches to {log.name}")

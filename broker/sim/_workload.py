@@ -71,6 +71,10 @@ FAILOVER_KV_KEY = "__a.failover"
 METADATA_VERSION = 21
 START_TIME_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated time starts here
 TICK_MS = 10
+OBJECTS_KEPT = 8
+"""Objects a stream keeps; a commit beyond that trims the oldest (retention)."""
+RANGES_KEPT = 4
+"""Ranges a stream keeps; reopening beyond that trims the oldest."""
 
 
 def meta_stream_key(cluster_id: str, topic_id: uuid.UUID, partition: int) -> str:
@@ -546,7 +550,7 @@ class SyntheticController:
         stream.state = StreamState.OPENED
         stream.ranges.append(stream.range_index)
         stream.range_starts[stream.range_index] = stream.end_offset
-        return [
+        records: list[MetadataRecord] = [
             S3StreamRecord(
                 stream_id=stream.id,
                 epoch=stream.epoch,
@@ -562,6 +566,9 @@ class SyntheticController:
                 node_id=owner,
             ),
         ]
+        if len(stream.ranges) > RANGES_KEPT:
+            records += self._advance_start(stream, stream.range_starts[stream.ranges[-RANGES_KEPT]])
+        return records
 
     def _event_election(self) -> list[MetadataRecord]:
         picked = self._pick_partition()
@@ -663,28 +670,29 @@ class SyntheticController:
                 node_id=stream.owner,
             ),
         ]
-        if len(stream.objects) > 8:
-            records += self._trim_stream(stream)
+        if len(stream.objects) > OBJECTS_KEPT:
+            records += self._advance_start(stream, stream.objects[0][2])
         return records
 
-    def _trim_stream(self, stream: _Stream) -> list[MetadataRecord]:
-        """Retention: drop the oldest object, advance the start, drop dead ranges."""
-        object_id, _, end = stream.objects.pop(0)
-        stream.start_offset = end
-        records: list[MetadataRecord] = [
-            RemoveS3StreamObjectRecord(stream_id=stream.id, object_id=object_id),
-            RemoveS3ObjectRecord(object_id=object_id),
+    def _advance_start(self, stream: _Stream, new_start: int) -> list[MetadataRecord]:
+        """Retention: the stream starts at ``new_start``; objects and ranges wholly
+        before it go (a long run keeps a steady amount of stream metadata)."""
+        records: list[MetadataRecord] = []
+        while stream.objects and stream.objects[0][2] <= new_start:
+            object_id, _, _ = stream.objects.pop(0)
+            records.append(RemoveS3StreamObjectRecord(stream_id=stream.id, object_id=object_id))
+            records.append(RemoveS3ObjectRecord(object_id=object_id))
+        stream.start_offset = new_start
+        records.append(
             S3StreamRecord(
                 stream_id=stream.id,
                 epoch=stream.epoch,
                 range_index=stream.range_index,
                 start_offset=stream.start_offset,
                 state=stream.state,
-            ),
-        ]
-        while (
-            len(stream.ranges) > 1 and stream.range_starts[stream.ranges[1]] <= stream.start_offset
-        ):
+            )
+        )
+        while len(stream.ranges) > 1 and stream.range_starts[stream.ranges[1]] <= new_start:
             dead = stream.ranges.pop(0)
             del stream.range_starts[dead]
             records.append(RemoveRangeRecord(stream_id=stream.id, range_index=dead))

@@ -181,7 +181,7 @@ async def test_in_memory_source_falls_back_to_its_snapshot_when_truncated() -> N
             await source.save_snapshot(image)
     for i in range(3):
         source.append_nowait([change(i % 2, 2)])
-    assert source.truncate_before(100) == 1  # only what the snapshot covers
+    assert await source.truncate_before(100) == 1  # only what the snapshot covers
     with pytest.raises(SnapshotRequiredError, match="offset 0"):
         await source.read(0, 10)
     async with MetadataPipeline(source) as pipeline:

@@ -1,0 +1,138 @@
+"""The metadata log on etcd: convergence, fencing, restarts, compaction."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+
+from broker import WriterFencedError
+from broker.metadata import (
+    DeliveryMode,
+    EtcdRecordLog,
+    FeatureLevelRecord,
+    MetadataPipeline,
+    MetadataUpdate,
+    lifetime_statistics,
+)
+from broker.sim import SyntheticController, WorkloadConfig, image_fingerprint
+from tests.etcd.conftest import EtcdServer
+from tests.helpers import RecordingConsumer, replay_batches
+
+CONFIG = WorkloadConfig(seed=21, topics=5, partitions_per_topic=2)
+
+
+class Chain(RecordingConsumer):
+    """An every-delta follower that checks each image continues the previous one."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.gaps = 0
+
+    async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        assert update.delta is not None
+        if self.offsets and update.delta.image.offset != self.offsets[-1]:
+            self.gaps += 1
+        await super().on_metadata_update(update)
+
+
+async def follow(url: str, name: str, until: int, results: dict[str, str]) -> None:
+    """A follower: its own etcd client, loader, publisher and consumer."""
+    consumer = Chain(name)
+    async with (
+        EtcdRecordLog(url) as log,
+        MetadataPipeline(log, max_records_per_image=500) as pipeline,
+    ):
+        pipeline.add_consumer(consumer, DeliveryMode.EVERY_DELTA)
+        with await consumer.holder.wait_lease(until) as image:
+            results[name] = image_fingerprint(image)
+    assert consumer.gaps == 0
+    consumer.close()
+
+
+async def test_three_followers_and_a_writer_converge(etcd: EtcdServer) -> None:
+    controller = SyntheticController(CONFIG)
+    batches = list(controller.batches(5000))
+    assert len(batches) >= 5000
+    last = batches[-1].last_offset
+    results: dict[str, str] = {}
+    async with anyio.create_task_group() as tg:
+        for index in range(3):
+            tg.start_soon(follow, etcd.url, f"follower-{index}", last, results)
+        async with EtcdRecordLog(etcd.url) as writer:
+            await writer.claim()
+            for batch in batches:
+                await writer.append_batch(batch)
+    with replay_batches(batches) as expected:
+        assert set(results.values()) == {image_fingerprint(expected)}
+    assert len(results) == 3
+
+
+async def test_a_stale_writer_is_fenced_and_the_log_never_forks(etcd: EtcdServer) -> None:
+    async with EtcdRecordLog(etcd.url) as first, EtcdRecordLog(etcd.url) as second:
+        assert await first.claim() == 1
+        await first.append([FeatureLevelRecord(name="a", feature_level=1)])
+        assert await second.claim() == 2
+        with pytest.raises(WriterFencedError, match="writer epoch 1 was fenced"):
+            await first.append([FeatureLevelRecord(name="b", feature_level=1)])
+        await second.append([FeatureLevelRecord(name="c", feature_level=1)])
+        batches = await first.read(0, 100)
+        assert [(b.base_offset, b.epoch, b.records[0].name) for b in batches] == [  # type: ignore[attr-defined]
+            (0, 1, "a"),
+            (1, 2, "c"),
+        ]
+        assert await first.high_water_mark() == 2
+
+
+async def test_followers_resume_after_etcd_restarts_mid_stream(etcd: EtcdServer) -> None:
+    controller = SyntheticController(CONFIG)
+    batches = list(controller.batches(600))
+    last = batches[-1].last_offset
+    results: dict[str, str] = {}
+    outages = 0
+    async with anyio.create_task_group() as tg:
+        for index in range(2):
+            tg.start_soon(follow, etcd.url, f"follower-{index}", last, results)
+        async with EtcdRecordLog(etcd.url) as writer:
+            await writer.claim()
+            for index, batch in enumerate(batches):
+                if index == 300:
+                    await anyio.to_thread.run_sync(etcd.stop)
+                    restart = anyio.Event()
+
+                    async def restart_soon(done: anyio.Event = restart) -> None:
+                        await anyio.sleep(1.0)  # etcd stays down for a second: an outage
+                        await anyio.to_thread.run_sync(etcd.start)
+                        done.set()
+
+                    tg.start_soon(restart_soon)
+                await writer.append_batch(batch)  # retries until etcd is back
+                await checkpoint()
+            outages = writer.statistics().outages
+    assert outages >= 1
+    with replay_batches(batches) as expected:
+        assert set(results.values()) == {image_fingerprint(expected)}
+
+
+async def test_a_follower_behind_a_truncated_log_loads_the_snapshot(etcd: EtcdServer) -> None:
+    base = lifetime_statistics()
+    controller = SyntheticController(CONFIG)
+    first, second = list(controller.batches(300)), list(controller.batches(200))
+    async with EtcdRecordLog(etcd.url) as writer:
+        await writer.claim()
+        for batch in first:
+            await writer.append_batch(batch)
+        # A follower takes a snapshot of what it loaded; the log below it goes.
+        async with MetadataPipeline(writer) as pipeline:
+            with await pipeline.wait_for_offset(first[-1].last_offset) as image:
+                await writer.save_snapshot(image)
+        dropped = await writer.truncate_before(first[-1].next_offset)
+        assert dropped == first[-1].next_offset
+        await writer.compact_history()
+        for batch in second:
+            await writer.append_batch(batch)
+    results: dict[str, str] = {}
+    await follow(etcd.url, "late-follower", second[-1].last_offset, results)
+    with replay_batches(first + second) as expected:
+        assert results["late-follower"] == image_fingerprint(expected)
+    assert lifetime_statistics().live == base.live
