@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import aetcd
 import aetcd.exceptions
 import anyio
+import anyio.lowlevel
 import structlog
 from grpc import aio as grpc_aio
 
@@ -72,6 +73,14 @@ _TRANSIENT = (
     grpc_aio.AioRpcError,
     OSError,
 )
+
+
+async def _recognise_cancellation() -> None:
+    """grpc raises a *new* CancelledError for a call it cancelled, without the message
+    anyio marks its own cancellations with, so anyio's cancel scope would not catch it.
+    A checkpoint re-raises the cancellation through anyio when our scope was cancelled;
+    otherwise the caller re-raises the original (a cancellation from elsewhere)."""
+    await anyio.lowlevel.checkpoint()
 
 
 def parse_etcd_url(url: str) -> tuple[str, int, str]:
@@ -165,6 +174,9 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         while True:
             try:
                 result = await operation()
+            except anyio.get_cancelled_exc_class():
+                await _recognise_cancellation()
+                raise
             except _TRANSIENT as error:
                 if self._unavailable_since is None:
                     self._unavailable_since = time.monotonic()
@@ -326,6 +338,9 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             await self._client.watch_prefix_once(
                 self._prefix, timeout=1, start_revision=revision + 1 if revision else None
             )
+        except anyio.get_cancelled_exc_class():
+            await _recognise_cancellation()
+            raise
         except (aetcd.exceptions.WatchTimeoutError, aetcd.exceptions.RevisionCompactedError):
             return
         except _TRANSIENT:

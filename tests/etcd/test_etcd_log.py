@@ -136,3 +136,16 @@ async def test_a_follower_behind_a_truncated_log_loads_the_snapshot(etcd: EtcdSe
     with replay_batches(first + second) as expected:
         assert results["late-follower"] == image_fingerprint(expected)
     assert lifetime_statistics().live == base.live
+
+
+async def test_cancelling_etcd_calls_is_an_ordinary_anyio_cancellation(etcd: EtcdServer) -> None:
+    """grpc raises its own CancelledError for a cancelled call; the scope must catch it."""
+    cancelled = 0
+    async with EtcdRecordLog(etcd.url) as log:
+        await log.claim()
+        for attempt in range(300):
+            with anyio.move_on_after(0.0002 * (attempt % 10)) as scope:
+                await log.append([FeatureLevelRecord(name="a", feature_level=1)])
+                await log.read(0, 1)
+            cancelled += scope.cancelled_caught
+    assert cancelled > 0
