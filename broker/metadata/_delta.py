@@ -8,7 +8,7 @@ cannot apply raises ReplayError and leaves the delta exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from broker.errors import BrokerError, ReplayError
@@ -23,8 +23,6 @@ from broker.metadata._streams import KVDelta, NodeWALDelta, ObjectsDelta, Stream
 from broker.metadata._topics import LeadershipChanges, TopicImage, TopicsDelta
 
 __all__ = ["MetadataDelta", "replay_records"]
-
-D = TypeVar("D")
 
 # Sub-delta class per sub-image, in SUB_IMAGES order.
 _DELTA_TYPES: dict[str, Any] = {

@@ -237,7 +237,6 @@ class Simulation:
         self._started = 0.0
         self._events = 0
         self._batches = 0
-        self._appended_records = 0
         self._fenced = False
 
     # the log ------------------------------------------------------------------------------
@@ -268,7 +267,6 @@ class Simulation:
                 for batch in controller.churn():
                     await _append(log, batch)
                     self._batches += 1
-                    self._appended_records += len(batch.records)
             except WriterFencedError as fenced:
                 # Another simulation claimed the shared log: follow it from now on.
                 logger.warning("simulation_fenced", log=log.name, error=str(fenced))
