@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import struct
 import sys
 import time
 
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
-from metadata_cache import CLUSTER, build
+from metadata_cache import CLUSTER, build, median_ms
 
 from broker import tune_gc
 from broker.cache import MetadataCache, MetadataRequest
@@ -31,16 +30,6 @@ from broker.server import (
     metadata_body,
     metadata_request_body,
 )
-
-
-def median_us(fn: object, repeat: int) -> float:
-    assert callable(fn)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
 
 
 async def cache_holding(image: MetadataImage) -> MetadataCache:
@@ -67,7 +56,10 @@ async def per_request(partitions: int, repeat: int) -> tuple[float, float]:
                 return metadata_body(cache.answer(fresh, request), 12)
 
         cached()
-        result = median_us(cached, repeat), median_us(encode_every_time, max(3, repeat // 10))
+        result = (
+            median_ms(cached, repeat) * 1e3,
+            median_ms(encode_every_time, max(3, repeat // 10)) * 1e3,
+        )
         cache.close()
         return result
 
