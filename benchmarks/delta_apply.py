@@ -29,13 +29,11 @@ import uuid
 from collections.abc import Iterator
 
 from broker import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
-from broker.metadata import (
-    MetadataDelta,
-    MetadataImage,
+from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,
     PartitionRecord,
-    Provenance,
     TopicRecord,
 )
 

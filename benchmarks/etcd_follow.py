@@ -17,21 +17,19 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import anyio
 
 from broker import tune_gc
-from broker.metadata import (
-    DeliveryMode,
-    EtcdRecordLog,
-    InMemoryRecordSource,
-    LocalEtcd,
-    MetadataPipeline,
-    MetadataUpdate,
-    RecordBatch,
-    RecordSource,
-)
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataUpdate
+from broker.metadata.records import RecordBatch
+from broker.metadata.sources import EtcdRecordLog, InMemoryRecordSource, RecordSource
 from broker.sim import SyntheticController, WorkloadConfig
+
+# The throwaway etcd server is a test helper, not library API.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.etcd.local_etcd import LocalEtcd
 
 FOLLOWERS = 3
 
@@ -93,7 +91,7 @@ async def main_async(args: argparse.Namespace) -> None:
     memory = InMemoryRecordSource()
 
     async def append_memory(batch: RecordBatch) -> None:
-        memory.append_batch(batch)
+        memory.append_batch_nowait(batch)
 
     results.append(
         await run_case("in-memory", batches, args.rate, append_memory, [memory] * FOLLOWERS)

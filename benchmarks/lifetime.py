@@ -18,14 +18,14 @@ import uuid
 from collections.abc import Callable
 
 from broker.metadata import (
-    ImageHolder,
     LeakDetectionLevel,
     MetadataDelta,
     MetadataImage,
     Provenance,
-    TopicRecord,
     leak_detection_level,
 )
+from broker.metadata.pipeline import ImageHolder
+from broker.metadata.records import TopicRecord
 
 
 class Plain:

@@ -31,21 +31,25 @@ from broker.cache import (
     failover_index_key,
 )
 from broker.metadata import (
+    Lease,
+    MetadataDelta,
+    MetadataImage,
+    Provenance,
+    encode_stream_id,
+    meta_stream_key,
+)
+from broker.metadata.records import (
     BrokerEndpoint,
     KeyValue,
     KVRecord,
-    MetadataDelta,
-    MetadataImage,
     MetadataRecord,
     PartitionRecord,
-    Provenance,
     RangeRecord,
     RegisterBrokerRecord,
     S3StreamRecord,
     TopicRecord,
     UnfenceBrokerRecord,
 )
-from broker.sim import encode_stream_id, meta_stream_key
 
 CLUSTER = "bench"
 PER_TOPIC = 100
@@ -114,12 +118,12 @@ def fresh(image: MetadataImage) -> MetadataImage:
 
 
 def measure(partitions: int, repeat: int) -> dict[str, float]:
-    with build(partitions) as image:
+    with Lease(build(partitions)) as image:
         request = MetadataRequest()
 
         def cold(check: bool) -> Callable[[], object]:
             def run() -> object:
-                with fresh(image) as new:
+                with Lease(fresh(image)) as new:
                     return answer_metadata(new, request, cluster_id=CLUSTER, failover_check=check)
 
             return run

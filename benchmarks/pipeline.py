@@ -30,19 +30,10 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from broker import tune_gc
-from broker.metadata import (
-    DeliveryMode,
-    FileRecordLog,
-    ImageHolder,
-    InMemoryRecordSource,
-    MetadataDelta,
-    MetadataImage,
-    MetadataPipeline,
-    MetadataUpdate,
-    Provenance,
-    RecordBatch,
-    RecordSource,
-)
+from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
+from broker.metadata.records import RecordBatch
+from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 
 
@@ -101,7 +92,7 @@ async def through_pipeline(
         if feed is not None:
             await feed()
         for consumer in consumers:
-            with await consumer.holder.wait_lease(last_offset):
+            with await consumer.holder.wait_for_offset(last_offset):
                 pass
     elapsed = time.perf_counter() - started
     for consumer in consumers:
@@ -111,7 +102,7 @@ async def through_pipeline(
 
 async def feed_one_by_one(source: InMemoryRecordSource, batches: list[RecordBatch]) -> None:
     for batch in batches:
-        source.append_batch(batch)
+        source.append_batch_nowait(batch)
         await checkpoint()
 
 

@@ -22,7 +22,8 @@ from metadata_cache import CLUSTER, build, median_ms
 
 from broker import tune_gc
 from broker.cache import MetadataCache, MetadataRequest
-from broker.metadata import LoadManifest, MetadataDelta, MetadataImage, MetadataUpdate
+from broker.metadata import Lease, MetadataDelta, MetadataImage
+from broker.metadata.pipeline import LoadManifest, MetadataUpdate
 from broker.server import (
     METADATA,
     KafkaListener,
@@ -40,7 +41,7 @@ async def cache_holding(image: MetadataImage) -> MetadataCache:
 
 
 async def per_request(partitions: int, repeat: int) -> tuple[float, float]:
-    with build(partitions) as image:
+    with Lease(build(partitions)) as image:
         cache = await cache_holding(image)
         listener = KafkaListener(cache)
         frame = encode_request(METADATA, 12, 1, metadata_request_body(12))[4:]
@@ -52,7 +53,7 @@ async def per_request(partitions: int, repeat: int) -> tuple[float, float]:
         def encode_every_time() -> object:
             with cache.lease() as leased:
                 fresh = MetadataImage(leased.provenance, **leased.sub_images())
-            with fresh:  # a new image: nothing derived yet, as if nothing were cached
+            with Lease(fresh):  # a new image: nothing derived yet, as if nothing were cached
                 return metadata_body(cache.answer(fresh, request), 12)
 
         cached()
@@ -94,7 +95,7 @@ async def load(port: int, frame: bytes, connections: int, seconds: float) -> flo
 
 async def throughput(partitions: int, connections: int, seconds: float) -> tuple[float, float]:
     """(all-topics requests/s, single-topic requests/s) over loopback."""
-    with build(partitions) as image:
+    with Lease(build(partitions)) as image:
         cache = await cache_holding(image)
         async with KafkaListener(cache, host="127.0.0.1", port=0) as listener:
             everything = encode_request(METADATA, 12, 1, metadata_request_body(12))

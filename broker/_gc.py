@@ -15,6 +15,7 @@ import gc
 __all__ = ["IMAGE_FRIENDLY_GC_THRESHOLDS", "tune_gc"]
 
 IMAGE_FRIENDLY_GC_THRESHOLDS = (50_000, 20, 100)
+"""Thresholds that keep young collections from promoting image parts into full ones."""
 
 
 def tune_gc(

@@ -1,7 +1,22 @@
 """The error tree: one root, a few subclasses that say what went wrong.
 
 Every error carries the fields a user needs to find the cause (record type, offset,
-image provenance, recorded sites) as attributes, and puts them in its message.
+image provenance, recorded sites) as attributes, and puts them in its message::
+
+    BrokerError
+    ├── ConfigurationError        an option or setting that cannot work
+    ├── CorruptRecordError        bytes that should hold a batch do not decode
+    ├── ReplayError               a record that cannot apply to the image
+    ├── LoaderHaltedError         the loader stopped at a record (halt mode)
+    ├── SnapshotRequiredError     the offset is older than the log keeps
+    ├── LifetimeError             the ownership rules were broken
+    │   ├── ReferenceCountError   retain of a dead image, release below zero
+    │   └── ImageReleasedError    a read of a released image
+    ├── HolderClosedError         an image holder used after close()
+    ├── FetchTimeoutError         a stream fetch waited too long for a newer image
+    ├── StreamFetchError          a stream fetch that can never succeed
+    ├── WriterFencedError         another writer claimed the log
+    └── ProtocolError             a Kafka client sent what cannot be answered
 """
 
 from __future__ import annotations
@@ -17,9 +32,11 @@ __all__ = [
     "ImageReleasedError",
     "LifetimeError",
     "LoaderHaltedError",
+    "ProtocolError",
     "ReferenceCountError",
     "ReplayError",
     "SnapshotRequiredError",
+    "StreamFetchError",
     "WriterFencedError",
 ]
 
@@ -170,3 +187,16 @@ class WriterFencedError(BrokerError):
         self.epoch = epoch
         self.current = current
         super().__init__(f"writer epoch {epoch} was fenced: the log belongs to epoch {current} now")
+
+
+class StreamFetchError(BrokerError):
+    """A fetch that can never succeed: unknown stream, or data already trimmed."""
+
+    def __init__(self, stream_id: int, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"cannot fetch stream {stream_id}: {reason}")
+
+
+class ProtocolError(BrokerError):
+    """A Kafka client sent something the listener cannot answer: its connection closes."""

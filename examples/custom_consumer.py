@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import anyio
 
-from broker.metadata import (
-    DeliveryMode,
-    ImageHolder,
-    InMemoryRecordSource,
-    MetadataPipeline,
-    MetadataUpdate,
-)
+from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
+from broker.metadata.sources import InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 
 WATCHED_BROKER = 1
@@ -55,9 +50,9 @@ async def main() -> None:
     async with MetadataPipeline(source) as pipeline:
         pipeline.add_consumer(reporter, DeliveryMode.EVERY_DELTA)
         for batch in controller.batches(events=300):
-            source.append_batch(batch)
+            source.append_batch_nowait(batch)
             await anyio.lowlevel.checkpoint()  # let the pipeline run
-        with await reporter.holder.wait_lease(source.next_offset - 1):
+        with await reporter.holder.wait_for_offset(source.next_offset - 1):
             pass
     print(
         f"broker {WATCHED_BROKER}: became leader {reporter.became_leader} times, "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import anyio
 
 from broker.cache import MetadataCache, MetadataRequest
-from broker.metadata import DeliveryMode, InMemoryRecordSource, MetadataPipeline
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline
+from broker.metadata.sources import InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 
 

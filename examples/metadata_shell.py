@@ -16,7 +16,8 @@ from pathlib import Path
 import anyio
 
 from broker import BrokerError
-from broker.metadata import FileRecordLog, MetadataDelta, MetadataImage, Provenance
+from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance
+from broker.metadata.sources import FileRecordLog
 
 
 async def image_at(log_dir: Path, offset: int | None) -> MetadataImage:
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
     except BrokerError as error:
         print(f"metadata_shell: {error}", file=sys.stderr)
         return 2
-    with image:
+    with Lease(image):
         show(image, args.what)
     return 0
 

@@ -7,17 +7,9 @@ from collections.abc import Iterable
 
 import anyio
 
-from broker.metadata import (
-    ImageHolder,
-    MetadataDelta,
-    MetadataImage,
-    MetadataRecord,
-    MetadataUpdate,
-    PartitionRecord,
-    Provenance,
-    RecordBatch,
-    TopicRecord,
-)
+from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline import ImageHolder, MetadataUpdate
+from broker.metadata.records import MetadataRecord, PartitionRecord, RecordBatch, TopicRecord
 
 
 class RecordingConsumer:
@@ -43,7 +35,7 @@ class RecordingConsumer:
         self.coalesced += update.coalesced
 
     async def wait_for(self, offset: int) -> None:
-        with await self.holder.wait_lease(offset):
+        with await self.holder.wait_for_offset(offset):
             pass
 
     def close(self) -> None:

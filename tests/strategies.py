@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from broker.metadata import (
+from broker.metadata.records import (
     AccessControlEntryRecord,
     AssignedS3ObjectIdRecord,
     AssignedStreamIdRecord,

@@ -1,10 +1,18 @@
-"""Every package's ``__all__`` lists exactly what it exports, and all of it imports."""
+"""The public API: what each package exports, that it is documented, and what it loads."""
 
 from __future__ import annotations
 
+import ast
+import enum
 import importlib
+import inspect
+import itertools
+import json
 import pkgutil
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +27,10 @@ def _packages() -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("name", _packages())
+PACKAGES = _packages()
+
+
+@pytest.mark.parametrize("name", PACKAGES)
 def test_all_matches_the_public_names(name: str) -> None:
     module = importlib.import_module(name)
     assert hasattr(module, "__all__"), f"{name} has no __all__"
@@ -41,28 +52,81 @@ def test_private_modules_start_with_an_underscore() -> None:
             assert leaf.startswith("_"), f"{info.name} should be private (_{leaf}) and re-exported"
 
 
-def test_pure_modules_do_not_import_anyio() -> None:
-    pure = [
-        f"broker.metadata.{leaf}"
-        for leaf in (
-            "_records",
-            "_codec",
-            "_maps",
-            "_image",
-            "_delta",
-            "_refcount",
-            "_features",
-            "_cluster",
-            "_topics",
-            "_configs",
-            "_security",
-            "_streams",
-        )
-    ]
-    for name in pure:
-        module = importlib.import_module(name)
-        assert module.__file__ is not None
-        with open(module.__file__, encoding="utf-8") as source:
-            text = source.read()
-        assert "import anyio" not in text, name
-        assert "from anyio" not in text, name
+def _documented_assignments(package: types.ModuleType) -> set[str]:
+    """Module-level names assigned in the package's own files and followed by a string
+    (an attribute docstring, which the interpreter does not keep)."""
+    documented: set[str] = set()
+    directory = Path(package.__file__ or "").parent
+    for path in directory.glob("*.py"):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for node, following in itertools.pairwise(body):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            documented_by_next = (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            )
+            if documented_by_next:
+                documented.update(t.id for t in targets if isinstance(t, ast.Name))
+    return documented
+
+
+def _own_docstring(obj: object) -> str | None:
+    doc = obj.__doc__ if isinstance(obj, type) else inspect.getdoc(obj)
+    if not doc:
+        return None
+    name = getattr(obj, "__name__", "")
+    generated = (f"{name}(", "An enumeration.", "Create a collection of name/value pairs.")
+    return None if doc.startswith(generated) else doc
+
+
+def _undocumented() -> list[str]:
+    missing: list[str] = []
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        assigned = _documented_assignments(package)
+        for name in package.__all__:
+            if name == "__version__":
+                continue
+            obj = getattr(package, name)
+            if isinstance(obj, type) or (callable(obj) and not isinstance(obj, enum.Enum)):
+                if _own_docstring(obj) is None and name not in assigned:
+                    missing.append(f"{package_name}.{name}")
+            elif name not in assigned:
+                missing.append(f"{package_name}.{name}")
+    return sorted(set(missing))
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    assert _undocumented() == []
+
+
+# structlog imports rich when it is installed; making it unimportable shows that our
+# code does not need it (an import of it would fail), whoever else would load it.
+_WITHOUT_RICH = "import sys, json; sys.modules['rich'] = None; "
+
+
+def _loaded_after(statements: str, roots: set[str]) -> list[str]:
+    code = (
+        f"{_WITHOUT_RICH}{statements}; "
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {roots!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+def test_the_image_core_loads_no_event_loop_nor_io_client() -> None:
+    """Importing the pure core in a fresh interpreter loads neither anyio nor the etcd
+    client nor the CLI's display: the purity a grep of the source could not prove."""
+    imports = "import broker.metadata, broker.metadata.records"
+    assert _loaded_after(imports, {"anyio", "sniffio", "grpc", "aetcd"}) == []
+
+
+def test_the_pipeline_and_cache_load_no_etcd_client() -> None:
+    imports = "import broker; broker.MetadataPipeline; broker.MetadataCache; broker.FileRecordLog"
+    assert _loaded_after(imports, {"grpc", "aetcd"}) == []

@@ -1,29 +1,36 @@
-"""The metadata cache: METADATA answers, failover check and stream metadata on live images."""
+"""The metadata cache: METADATA answers, the failover check and stream metadata.
 
+The answers and the failover check are pure functions of one image
+(:func:`answer_metadata`, :func:`check_partition`); the consumers keep their own
+reference to the newest image and lease it per request: :class:`MetadataCache`,
+:class:`StreamMetadataManager` and :class:`FailoverMonitor`.
+"""
+
+from broker.cache._answers import (
+    DEFAULT_LISTENER,
+    ClusterDescription,
+    DirectoryId,
+    PartitionLeader,
+    alive_brokers,
+    answer_metadata,
+    partition_answer,
+)
+from broker.cache._cache import MetadataCache
 from broker.cache._failover import (
     FailoverIndex,
-    FailoverMonitor,
-    FailoverStatistics,
     FailoverStatus,
     MissingStreamPolicy,
     PartitionInFailover,
     check_partition,
+    failed_nodes,
     failover_index_key,
+    partitions_in_failover,
 )
-from broker.cache._metadata_cache import (
-    DEFAULT_LISTENER,
-    ClusterDescription,
-    DirectoryId,
-    MetadataCache,
-    PartitionLeader,
-    answer_metadata,
-)
+from broker.cache._failover_monitor import FailoverMonitor, FailoverStatistics
 from broker.cache._models import (
     AUTHORIZED_OPERATIONS_OMITTED,
     INTERNAL_TOPICS,
     MAX_METADATA_VERSION,
-    NO_LEADER_ID,
-    ZERO_UUID,
     BrokerMetadata,
     ErrorCode,
     MetadataRequest,
@@ -32,20 +39,13 @@ from broker.cache._models import (
     RequestTopic,
     TopicMetadata,
 )
-from broker.cache._streams import (
-    FetchResult,
-    StreamFetchError,
-    StreamManagerStatistics,
-    StreamMetadataManager,
-)
+from broker.cache._streams import FetchResult, StreamManagerStatistics, StreamMetadataManager
 
 __all__ = [
     "AUTHORIZED_OPERATIONS_OMITTED",
     "DEFAULT_LISTENER",
     "INTERNAL_TOPICS",
     "MAX_METADATA_VERSION",
-    "NO_LEADER_ID",
-    "ZERO_UUID",
     "BrokerMetadata",
     "ClusterDescription",
     "DirectoryId",
@@ -63,11 +63,14 @@ __all__ = [
     "PartitionLeader",
     "PartitionMetadata",
     "RequestTopic",
-    "StreamFetchError",
     "StreamManagerStatistics",
     "StreamMetadataManager",
     "TopicMetadata",
+    "alive_brokers",
     "answer_metadata",
     "check_partition",
+    "failed_nodes",
     "failover_index_key",
+    "partition_answer",
+    "partitions_in_failover",
 ]

@@ -1,4 +1,4 @@
-"""AutoMQ's failover check, and the monitor that watches failovers complete.
+"""AutoMQ's failover check: has a partition's stream really moved to its new leader?
 
 A partition *completed its failover* (``automq-image-lifetime.md``, Failover) when:
 
@@ -20,45 +20,35 @@ from __future__ import annotations
 
 import enum
 import threading
-import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
-import anyio
-import structlog
-
 from broker.metadata import (
     BrokerRegistration,
     DerivedKey,
-    HoldingConsumer,
     MetadataImage,
-    MetadataUpdate,
     NodeWALImage,
     PartitionRegistration,
     StreamMetadata,
     StreamsImage,
-    StreamState,
+    decode_stream_id,
+    meta_stream_prefix,
+    parse_meta_stream_key,
 )
-from broker.metadata._tasks import Notifier, single_cause
+from broker.metadata.records import StreamState
 
 __all__ = [
     "FailoverIndex",
-    "FailoverMonitor",
-    "FailoverStatistics",
     "FailoverStatus",
     "MissingStreamPolicy",
     "PartitionInFailover",
     "check_partition",
+    "failed_nodes",
     "failover_index_key",
+    "partitions_in_failover",
 ]
-
-logger = structlog.get_logger(__name__)
-
-SAMPLE = 10
-"""Partitions named in one monitor event; the count says how many there were."""
 
 MissingStreamPolicy = Literal["skip", "unavailable"]
 """What a partition without a meta stream entry gets: ``skip`` (plain Kafka, no check)
@@ -66,16 +56,14 @@ or ``unavailable`` (LEADER_NOT_AVAILABLE)."""
 
 
 class FailoverStatus(enum.Enum):
+    """The verdict of the failover check for one partition; only HEALTHY passes."""
+
     HEALTHY = "healthy"
     NO_META_STREAM = "no meta stream entry"
     STREAM_MISSING = "meta stream does not exist"
     STREAM_CLOSED = "stream is not OPENED"
     EPOCH_AHEAD = "stream epoch is ahead of the leader epoch"
     WRONG_RANGE_OWNER = "last range is not owned by the leader"
-
-
-def _decode_stream_id(value: bytes) -> int | None:
-    return int.from_bytes(value, "big", signed=True) if len(value) == 8 else None
 
 
 class FailoverIndex:
@@ -86,17 +74,14 @@ class FailoverIndex:
     def __init__(self, cluster_id: str, kv: Mapping[str, bytes]) -> None:
         self.kv = kv
         self.by_topic: dict[UUID, dict[int, int]] = {}
-        prefix = f"_kafka_{cluster_id}/"
+        prefix = meta_stream_prefix(cluster_id)
         entries = 0
         for key, value in kv.items():
-            if not key.startswith(prefix):
-                continue
-            topic, _, partition = key[len(prefix) :].partition("/")
-            stream_id = _decode_stream_id(value)
-            try:
-                topic_id, index = UUID(topic), int(partition)
-            except ValueError:
+            parsed = parse_meta_stream_key(prefix, key)
+            if parsed is None:
                 continue  # not a partition's meta stream entry
+            topic_id, index = parsed
+            stream_id = decode_stream_id(value)
             if stream_id is not None:
                 self.by_topic.setdefault(topic_id, {})[index] = stream_id
                 entries += 1
@@ -157,6 +142,8 @@ def check_partition(
 
 @dataclass(frozen=True, slots=True)
 class PartitionInFailover:
+    """A partition whose stream has not moved to its leader yet, and what it waits on."""
+
     topic: str
     topic_id: UUID
     partition: int
@@ -166,131 +153,16 @@ class PartitionInFailover:
     """The node that still owns the stream's last range (the failed node), if known."""
 
 
-@dataclass(frozen=True, slots=True)
-class FailoverStatistics:
-    checks: int
-    last_offset: int
-    partitions_in_failover: int
-    failed_nodes: tuple[int, ...]
-    """Nodes fenced or in failover mode."""
-    completed: int
-    """Partitions that completed a failover since the monitor started."""
-
-
-class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
-    """Watches partitions whose failover has not completed yet, and reports completions.
-
-    A latest-image consumer: each new image (and every ``interval`` seconds) triggers
-    one check of the newest image, on a lease. ``async with monitor:`` runs its task.
-    """
-
-    def __init__(
-        self, cluster_id: str, *, interval: float = 1.0, name: str = "failover-monitor"
-    ) -> None:
-        super().__init__(name)
-        self.cluster_id = cluster_id
-        self.interval = interval
-        self._key = failover_index_key(cluster_id)
-        self._new_image = Notifier()
-        self._checked = Notifier()
-        self._in_failover: dict[tuple[UUID, int], tuple[PartitionInFailover, float]] = {}
-        self._checks = 0
-        self._completed = 0
-        self._last_offset = -1
-        self._failed_nodes: tuple[int, ...] = ()
-
-    async def on_metadata_update(self, update: MetadataUpdate) -> None:
-        await super().on_metadata_update(update)
-        self._new_image.notify()
-
-    @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[FailoverMonitor]:
-        with single_cause():
-            try:
-                async with anyio.create_task_group() as task_group:
-                    task_group.start_soon(self._run)
-                    try:
-                        yield self
-                    finally:
-                        task_group.cancel_scope.cancel()
-            finally:
-                self.close()
-
-    async def _run(self) -> None:
-        while True:
-            with anyio.move_on_after(self.interval):
-                await self._new_image.wait()
-            if self._holder.offset >= 0 and self._holder.offset != self._last_offset:
-                self.check()
-
-    async def wait_checked(self, offset: int) -> None:
-        """Wait until a check ran on an image at ``offset`` or later."""
-        while self._last_offset < offset:
-            await self._checked.wait()
-
-    def check(self) -> list[PartitionInFailover]:
-        """Check the newest image now; returns the partitions still in failover."""
-        with self._holder.lease() as image:
-            now = time.monotonic()
-            current = scan(image, self._key)
-            failed = failed_nodes(image.cluster.brokers.values(), image.node_wal)
-            offset = image.offset
-        seen = {(p.topic_id, p.partition): p for p in current}
-        completed = [
-            (partition, now - since)
-            for key, (partition, since) in self._in_failover.items()
-            if key not in seen
-        ]
-        started = [p for key, p in seen.items() if key not in self._in_failover]
-        for partition, _ in completed:
-            del self._in_failover[(partition.topic_id, partition.partition)]
-        for partition in started:
-            self._in_failover[(partition.topic_id, partition.partition)] = (partition, now)
-        self._completed += len(completed)
-        # One event per check, not per partition: a node failover moves thousands.
-        if started:
-            logger.info(
-                "partitions_in_failover",
-                count=len(started),
-                offset=offset,
-                reasons=sorted({p.status.value for p in started}),
-                waiting_on=sorted({p.waiting_on for p in started if p.waiting_on is not None}),
-                sample=[f"{p.topic}-{p.partition}" for p in started[:SAMPLE]],
-            )
-        if completed:
-            logger.info(
-                "failover_completed",
-                count=len(completed),
-                offset=offset,
-                longest_seconds=round(max(seconds for _, seconds in completed), 3),
-                sample=[f"{p.topic}-{p.partition}" for p, _ in completed[:SAMPLE]],
-            )
-        self._checks += 1
-        self._failed_nodes = failed
-        self._last_offset = offset
-        self._checked.notify()
-        return current
-
-    def in_failover(self) -> list[PartitionInFailover]:
-        return [partition for partition, _ in self._in_failover.values()]
-
-    def statistics(self) -> FailoverStatistics:
-        return FailoverStatistics(
-            checks=self._checks,
-            last_offset=self._last_offset,
-            partitions_in_failover=len(self._in_failover),
-            failed_nodes=self._failed_nodes,
-            completed=self._completed,
-        )
-
-
 def failed_nodes(brokers: Iterable[BrokerRegistration], node_wal: NodeWALImage) -> tuple[int, ...]:
+    """Nodes fenced or in failover mode, sorted."""
     fenced = {b.id for b in brokers if b.fenced}
     failing = {node.node_id for node in node_wal.nodes.values() if node.failover_mode}
     return tuple(sorted(fenced | failing))
 
 
-def scan(image: MetadataImage, key: DerivedKey[FailoverIndex]) -> list[PartitionInFailover]:
+def partitions_in_failover(
+    image: MetadataImage, key: DerivedKey[FailoverIndex]
+) -> list[PartitionInFailover]:
     """Partitions with a meta stream that fail the check, in (topic, partition) order."""
     index = image.derived(key)
     streams = image.streams

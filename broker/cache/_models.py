@@ -19,13 +19,12 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker.metadata import Provenance
+from broker.metadata.records import NO_LEADER, ZERO_UUID
 
 __all__ = [
     "AUTHORIZED_OPERATIONS_OMITTED",
     "INTERNAL_TOPICS",
     "MAX_METADATA_VERSION",
-    "NO_LEADER_ID",
-    "ZERO_UUID",
     "BrokerMetadata",
     "ErrorCode",
     "MetadataRequest",
@@ -36,10 +35,11 @@ __all__ = [
 ]
 
 MAX_METADATA_VERSION = 13
-NO_LEADER_ID = -1
-ZERO_UUID = UUID(int=0)
+"""The newest Metadata API version answered."""
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+"""Kafka's value for authorized operations that were not asked for (no authorizer here)."""
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+"""Topics Kafka marks ``is_internal`` in METADATA answers."""
 
 
 class ErrorCode(enum.IntEnum):
@@ -60,6 +60,8 @@ class _Model(BaseModel):
 
 
 class RequestTopic(_Model):
+    """One topic a METADATA request asks for, by name or (v10+) by id."""
+
     name: str | None = None
     topic_id: UUID | None = None
     """v10+: a topic may be named by id instead of name."""
@@ -72,6 +74,8 @@ class RequestTopic(_Model):
 
 
 class MetadataRequest(_Model):
+    """A METADATA request, validated (the wire decodes into this)."""
+
     version: int = Field(default=MAX_METADATA_VERSION, ge=0, le=MAX_METADATA_VERSION)
     topics: tuple[RequestTopic, ...] | None = None
     """None: all topics (v1+). Empty: none (v1+), all (v0)."""
@@ -102,6 +106,8 @@ class MetadataRequest(_Model):
 
 
 class BrokerMetadata(_Model):
+    """A live broker as METADATA lists it: id and the address of the listener asked about."""
+
     node_id: int
     host: str
     port: int
@@ -109,9 +115,11 @@ class BrokerMetadata(_Model):
 
 
 class PartitionMetadata(_Model):
+    """One partition's answer: its leader (or why there is none), replicas and ISR."""
+
     error_code: ErrorCode = ErrorCode.NONE
     partition_index: int
-    leader_id: int = NO_LEADER_ID
+    leader_id: int = NO_LEADER
     leader_epoch: int = -1
     replica_nodes: tuple[int, ...] = ()
     isr_nodes: tuple[int, ...] = ()
@@ -119,6 +127,8 @@ class PartitionMetadata(_Model):
 
 
 class TopicMetadata(_Model):
+    """One topic's answer: its error code, id and partitions."""
+
     error_code: ErrorCode = ErrorCode.NONE
     name: str | None
     topic_id: UUID = ZERO_UUID
@@ -134,7 +144,7 @@ class MetadataResponse(_Model):
     throttle_time_ms: int = 0
     brokers: tuple[BrokerMetadata, ...] = ()
     cluster_id: str | None = None
-    controller_id: int = NO_LEADER_ID
+    controller_id: int = NO_LEADER
     topics: tuple[TopicMetadata, ...] = ()
     cluster_authorized_operations: int = AUTHORIZED_OPERATIONS_OMITTED
     provenance: Provenance

@@ -15,31 +15,18 @@ from dataclasses import dataclass
 
 import anyio
 
-from broker.errors import BrokerError, FetchTimeoutError
-from broker.metadata import (
-    HoldingConsumer,
-    MetadataImage,
-    MetadataUpdate,
-    Provenance,
-    RangeMetadata,
-    StreamObject,
-)
-from broker.metadata._tasks import Notifier
+from broker._tasks import Notifier
+from broker.errors import BrokerError, FetchTimeoutError, StreamFetchError
+from broker.metadata import MetadataImage, Provenance, RangeMetadata, StreamObject
+from broker.metadata.pipeline import HoldingConsumer, MetadataUpdate
 
-__all__ = ["FetchResult", "StreamFetchError", "StreamManagerStatistics", "StreamMetadataManager"]
-
-
-class StreamFetchError(BrokerError):
-    """A fetch that can never succeed: unknown stream, or data already trimmed."""
-
-    def __init__(self, stream_id: int, reason: str) -> None:
-        self.stream_id = stream_id
-        self.reason = reason
-        super().__init__(f"cannot fetch stream {stream_id}: {reason}")
+__all__ = ["FetchResult", "StreamManagerStatistics", "StreamMetadataManager"]
 
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
+    """Where the data of a fetched stream range is, from one image."""
+
     stream_id: int
     start_offset: int
     end_offset: int
@@ -53,6 +40,8 @@ class FetchResult:
 
 @dataclass(frozen=True, slots=True)
 class StreamManagerStatistics:
+    """The stream metadata manager's counters."""
+
     offset: int
     images: int
     skipped: int

@@ -1,7 +1,8 @@
-"""Metadata records, immutable images and deltas, and reference-counted image lifetime.
+"""The image core: immutable images, deltas, and reference-counted image lifetime.
 
-Everything here is pure, synchronous code except the loader, publisher and record
-sources, which run on anyio.
+Pure, synchronous code (no event loop). Records are in :mod:`broker.metadata.records`;
+the async loader and publisher in :mod:`broker.metadata.pipeline`; where batches come
+from in :mod:`broker.metadata.sources`. Importing this package loads none of those.
 """
 
 from broker.metadata._cluster import (
@@ -9,15 +10,6 @@ from broker.metadata._cluster import (
     ClusterDelta,
     ClusterImage,
     ControllerRegistration,
-)
-from broker.metadata._codec import (
-    FORMAT_VERSION,
-    MAX_FRAME_SIZE,
-    decode_batch,
-    decode_record,
-    encode_batch,
-    encode_record,
-    iter_batches,
 )
 from broker.metadata._configs import (
     ClientQuotasDelta,
@@ -27,30 +19,21 @@ from broker.metadata._configs import (
     ConfigurationsImage,
 )
 from broker.metadata._delta import MetadataDelta, replay_records
-from broker.metadata._etcd import EtcdLogStatistics, EtcdRecordLog, LocalEtcd, parse_etcd_url
 from broker.metadata._features import (
     FeaturesDelta,
     FeaturesImage,
     ProducerIdsDelta,
     ProducerIdsImage,
 )
-from broker.metadata._file_log import FileRecordLog, RecoveryReport
-from broker.metadata._holder import HoldingConsumer, ImageHolder
 from broker.metadata._image import SUB_IMAGES, MetadataImage, Provenance
-from broker.metadata._loader import LoaderStatistics, MetadataLoader
-from broker.metadata._pipeline import MetadataPipeline, PipelineStatistics, SnapshotWriter
-from broker.metadata._publisher import (
-    ConsumerStatistics,
-    DeliveryMode,
-    LoadManifest,
-    MetadataConsumer,
-    MetadataPublisher,
-    MetadataUpdate,
-    PublisherStatistics,
-    Subscription,
+from broker.metadata._meta_streams import (
+    FAILOVER_KV_KEY,
+    decode_stream_id,
+    encode_stream_id,
+    meta_stream_key,
+    meta_stream_prefix,
+    parse_meta_stream_key,
 )
-from broker.metadata._records import *  # noqa: F403 - the record types are the API
-from broker.metadata._records import __all__ as _record_names
 from broker.metadata._refcount import (
     DerivedKey,
     LeakDetectionLevel,
@@ -71,12 +54,6 @@ from broker.metadata._security import (
     DelegationTokensImage,
     ScramDelta,
     ScramImage,
-)
-from broker.metadata._sources import (
-    InMemoryRecordSource,
-    RecordLog,
-    RecordSource,
-    Snapshot,
 )
 from broker.metadata._streams import (
     KVDelta,
@@ -102,9 +79,7 @@ from broker.metadata._topics import (
 )
 
 __all__ = [
-    *_record_names,
-    "FORMAT_VERSION",
-    "MAX_FRAME_SIZE",
+    "FAILOVER_KV_KEY",
     "SUB_IMAGES",
     "AclsDelta",
     "AclsImage",
@@ -121,36 +96,12 @@ __all__ = [
     "DelegationTokensImage",
     "DerivedKey",
     "FeaturesDelta",
-    "ConsumerStatistics",
-    "DeliveryMode",
-    "EtcdLogStatistics",
-    "EtcdRecordLog",
     "FeaturesImage",
-    "FileRecordLog",
-    "HoldingConsumer",
-    "InMemoryRecordSource",
-    "LoadManifest",
-    "LocalEtcd",
-    "LoaderStatistics",
-    "MetadataConsumer",
-    "MetadataLoader",
-    "MetadataPipeline",
-    "MetadataPublisher",
-    "MetadataUpdate",
-    "PipelineStatistics",
-    "PublisherStatistics",
-    "RecordLog",
-    "RecordSource",
-    "RecoveryReport",
-    "Snapshot",
-    "SnapshotWriter",
-    "Subscription",
-    "ImageHolder",
     "KVDelta",
     "KVImage",
-    "Lease",
     "LeadershipChanges",
     "LeakDetectionLevel",
+    "Lease",
     "LifetimeStatistics",
     "MetadataDelta",
     "MetadataImage",
@@ -175,15 +126,14 @@ __all__ = [
     "TopicImage",
     "TopicsDelta",
     "TopicsImage",
-    "decode_batch",
-    "decode_record",
-    "encode_batch",
-    "encode_record",
+    "decode_stream_id",
+    "encode_stream_id",
     "get_leak_detection_level",
-    "iter_batches",
     "leak_detection_level",
     "lifetime_statistics",
-    "parse_etcd_url",
+    "meta_stream_key",
+    "meta_stream_prefix",
+    "parse_meta_stream_key",
     "release_all",
     "replay_records",
     "retain_all",

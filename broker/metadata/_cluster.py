@@ -11,7 +11,7 @@ from uuid import UUID
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, MapChanges, Reject, sorted_items
-from broker.metadata._records import (
+from broker.metadata.records import (
     BrokerEndpoint,
     BrokerFeature,
     BrokerRegistrationChangeRecord,
@@ -28,6 +28,8 @@ __all__ = ["BrokerRegistration", "ClusterDelta", "ClusterImage", "ControllerRegi
 
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:
+    """One broker's registration: epoch, listeners, features, rack, fencing and log dirs."""
+
     id: int
     epoch: int
     incarnation_id: UUID
@@ -74,6 +76,8 @@ class BrokerRegistration:
 
 @dataclass(frozen=True, slots=True)
 class ControllerRegistration:
+    """One KRaft controller's registration."""
+
     id: int
     incarnation_id: UUID
     listeners: tuple[BrokerEndpoint, ...]
@@ -90,6 +94,8 @@ class ControllerRegistration:
 
 @dataclass(frozen=True, slots=True)
 class ClusterImage:
+    """Registered brokers and controllers, by id."""
+
     brokers: Map[int, BrokerRegistration]
     controllers: Map[int, ControllerRegistration]
 
@@ -113,6 +119,8 @@ ClusterImage.EMPTY = ClusterImage(EMPTY_MAP, EMPTY_MAP)
 
 
 class ClusterDelta:
+    """Changes to broker and controller registrations."""
+
     __slots__ = ("brokers", "controllers", "image")
 
     def __init__(self, image: ClusterImage) -> None:

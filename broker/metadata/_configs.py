@@ -8,8 +8,8 @@ from typing import ClassVar, NamedTuple
 
 from immutables import Map
 
-from broker.metadata._maps import EMPTY_MAP, NestedMapChanges, sorted_items
-from broker.metadata._records import (
+from broker.metadata._maps import EMPTY_MAP, MapDelta, NestedMapChanges, sorted_items
+from broker.metadata.records import (
     ClientQuotaEntity,
     ClientQuotaRecord,
     ConfigRecord,
@@ -28,12 +28,16 @@ __all__ = [
 
 
 class ConfigResource(NamedTuple):
+    """A config resource: its type and name (a topic, a broker id, ...)."""
+
     type: ConfigResourceType
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigurationsImage:
+    """Dynamic configs by resource; each resource maps config names to values."""
+
     resources: Map[ConfigResource, Map[str, str]]
 
     EMPTY: ClassVar[ConfigurationsImage]
@@ -52,18 +56,15 @@ class ConfigurationsImage:
 ConfigurationsImage.EMPTY = ConfigurationsImage(EMPTY_MAP)
 
 
-class ConfigurationsDelta:
-    __slots__ = ("changes", "image")
+class ConfigurationsDelta(
+    MapDelta[ConfigurationsImage, NestedMapChanges[ConfigResource, str, str]]
+):
+    """Changes to dynamic configs."""
 
-    def __init__(self, image: ConfigurationsImage) -> None:
-        self.image = image
-        self.changes: NestedMapChanges[ConfigResource, str, str] = NestedMapChanges(image.resources)
-
-    @classmethod
-    def creating(cls, image: ConfigurationsImage) -> ConfigurationsDelta:
-        delta = cls(ConfigurationsImage.EMPTY)
-        delta.changes = NestedMapChanges.creating(image.resources)
-        return delta
+    __slots__ = ()
+    image_type = ConfigurationsImage
+    field = "resources"
+    changes_type = NestedMapChanges
 
     def replay_config(self, record: ConfigRecord) -> None:
         resource = ConfigResource(record.resource_type, record.resource_name)
@@ -73,14 +74,8 @@ class ConfigurationsDelta:
             self.changes.set(resource, record.name, record.value)
 
     def delete_resource(self, resource: ConfigResource) -> None:
+        """Forget every config of ``resource`` (its topic was removed)."""
         self.changes.delete_all(resource)
-
-    def finish_snapshot(self) -> None:
-        self.changes.finish_snapshot()
-
-    def apply(self) -> ConfigurationsImage:
-        resources = self.changes.apply()
-        return self.image if resources is self.image.resources else ConfigurationsImage(resources)
 
 
 QuotaEntityKey = tuple[tuple[str, str | None], ...]
@@ -98,6 +93,8 @@ def quota_entity_key(entity: tuple[ClientQuotaEntity, ...]) -> QuotaEntityKey:
 
 @dataclass(frozen=True, slots=True)
 class ClientQuotasImage:
+    """Client quotas by entity; each entity maps quota keys to values."""
+
     entities: Map[QuotaEntityKey, Map[str, float]]
 
     EMPTY: ClassVar[ClientQuotasImage]
@@ -120,20 +117,13 @@ class ClientQuotasImage:
 ClientQuotasImage.EMPTY = ClientQuotasImage(EMPTY_MAP)
 
 
-class ClientQuotasDelta:
-    __slots__ = ("changes", "image")
+class ClientQuotasDelta(MapDelta[ClientQuotasImage, NestedMapChanges[QuotaEntityKey, str, float]]):
+    """Changes to client quotas."""
 
-    def __init__(self, image: ClientQuotasImage) -> None:
-        self.image = image
-        self.changes: NestedMapChanges[QuotaEntityKey, str, float] = NestedMapChanges(
-            image.entities
-        )
-
-    @classmethod
-    def creating(cls, image: ClientQuotasImage) -> ClientQuotasDelta:
-        delta = cls(ClientQuotasImage.EMPTY)
-        delta.changes = NestedMapChanges.creating(image.entities)
-        return delta
+    __slots__ = ()
+    image_type = ClientQuotasImage
+    field = "entities"
+    changes_type = NestedMapChanges
 
     def replay_client_quota(self, record: ClientQuotaRecord) -> None:
         entity = quota_entity_key(record.entity)
@@ -141,10 +131,3 @@ class ClientQuotasDelta:
             self.changes.delete(entity, record.key)
         else:
             self.changes.set(entity, record.key, record.value)
-
-    def finish_snapshot(self) -> None:
-        self.changes.finish_snapshot()
-
-    def apply(self) -> ClientQuotasImage:
-        entities = self.changes.apply()
-        return self.image if entities is self.image.entities else ClientQuotasImage(entities)

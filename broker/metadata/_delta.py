@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from broker.errors import BrokerError, ReplayError
-from broker.metadata import _records as r
+from broker.metadata import records as r
 from broker.metadata._cluster import ClusterDelta
 from broker.metadata._configs import ClientQuotasDelta, ConfigResource, ConfigurationsDelta
 from broker.metadata._features import FeaturesDelta, ProducerIdsDelta

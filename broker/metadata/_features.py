@@ -8,8 +8,8 @@ from typing import ClassVar
 
 from immutables import Map
 
-from broker.metadata._maps import EMPTY_MAP, MapChanges, sorted_items
-from broker.metadata._records import (
+from broker.metadata._maps import EMPTY_MAP, MapChanges, MapDelta, sorted_items
+from broker.metadata.records import (
     METADATA_VERSION_FEATURE,
     FeatureLevelRecord,
     MetadataRecord,
@@ -21,6 +21,8 @@ __all__ = ["FeaturesDelta", "FeaturesImage", "ProducerIdsDelta", "ProducerIdsIma
 
 @dataclass(frozen=True, slots=True)
 class FeaturesImage:
+    """Finalized feature levels, ``metadata.version`` among them."""
+
     levels: Map[str, int]
     """Finalized level by feature name; a feature at level 0 is absent."""
 
@@ -42,36 +44,24 @@ class FeaturesImage:
 FeaturesImage.EMPTY = FeaturesImage(EMPTY_MAP)
 
 
-class FeaturesDelta:
-    __slots__ = ("image", "levels")
+class FeaturesDelta(MapDelta[FeaturesImage, MapChanges[str, int]]):
+    """Changes to finalized feature levels."""
 
-    def __init__(self, image: FeaturesImage) -> None:
-        self.image = image
-        self.levels: MapChanges[str, int] = MapChanges(image.levels)
-
-    @classmethod
-    def creating(cls, image: FeaturesImage) -> FeaturesDelta:
-        """The delta from EMPTY to ``image`` (see ``MetadataDelta.creating``)."""
-        delta = cls(FeaturesImage.EMPTY)
-        delta.levels = MapChanges.creating(image.levels)
-        return delta
+    __slots__ = ()
+    image_type = FeaturesImage
+    field = "levels"
 
     def replay_feature_level(self, record: FeatureLevelRecord) -> None:
         if record.feature_level == 0:
-            self.levels.delete(record.name)
+            self.changes.delete(record.name)
         else:
-            self.levels.set(record.name, record.feature_level)
-
-    def finish_snapshot(self) -> None:
-        self.levels.finish_snapshot()
-
-    def apply(self) -> FeaturesImage:
-        levels = self.levels.apply()
-        return self.image if levels is self.image.levels else FeaturesImage(levels)
+            self.changes.set(record.name, record.feature_level)
 
 
 @dataclass(frozen=True, slots=True)
 class ProducerIdsImage:
+    """The producer id allocator: the next id it hands out."""
+
     next_producer_id: int
     """Next producer id the cluster hands out; -1 before any block was allocated."""
 
@@ -86,6 +76,8 @@ ProducerIdsImage.EMPTY = ProducerIdsImage(-1)
 
 
 class ProducerIdsDelta:
+    """A change to the producer id allocator."""
+
     __slots__ = ("image", "next_producer_id")
 
     def __init__(self, image: ProducerIdsImage) -> None:

@@ -16,11 +16,11 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 from broker.metadata._cluster import ClusterImage
 from broker.metadata._configs import ClientQuotasImage, ConfigurationsImage
 from broker.metadata._features import FeaturesImage, ProducerIdsImage
-from broker.metadata._records import MetadataRecord
 from broker.metadata._refcount import RefCounted
 from broker.metadata._security import AclsImage, DelegationTokensImage, ScramImage
 from broker.metadata._streams import KVImage, NodeWALImage, ObjectsImage, StreamsImage
 from broker.metadata._topics import TopicsImage
+from broker.metadata.records import MetadataRecord
 
 __all__ = ["SUB_IMAGES", "MetadataImage", "Provenance"]
 
@@ -85,7 +85,8 @@ their configs."""
 class MetadataImage(RefCounted):
     """One immutable version of the cluster metadata.
 
-    Holds one reference when created, owned by the creator (``with image:`` scopes it).
+    Holds one reference when created, owned by the creator (``with Lease(image):``
+    scopes it).
     ``MetadataImage.EMPTY`` is immortal. Every accessor raises ImageReleasedError once
     the last reference is released.
     """

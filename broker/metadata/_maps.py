@@ -8,15 +8,23 @@ O(changed · log N) and every untouched node is shared with the previous image.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from immutables import Map
 
-__all__ = ["EMPTY_MAP", "MapChanges", "NestedMapChanges", "Reject", "sorted_items"]
+__all__ = [
+    "EMPTY_MAP",
+    "MapChanges",
+    "MapDelta",
+    "NestedMapChanges",
+    "Reject",
+    "sorted_items",
+]
 
 K = TypeVar("K")
 K2 = TypeVar("K2")
 V = TypeVar("V")
+I = TypeVar("I")  # noqa: E741 - the image type of a MapDelta
 
 EMPTY_MAP: Map[Any, Any] = Map()
 
@@ -158,3 +166,51 @@ class NestedMapChanges(Generic[K, K2, V]):
                 mutation.pop(key, None)
         result: Map[K, Map[K2, V]] = mutation.finish()
         return result
+
+
+class _Changes(Protocol):
+    def finish_snapshot(self) -> None: ...
+    def apply(self) -> Any: ...
+
+
+C = TypeVar("C", bound=_Changes)
+
+
+class MapDelta(Generic[I, C]):
+    """The skeleton every sub-delta over one persistent map shares.
+
+    A subclass names its image type and the image's map field; it adds only its replay
+    rules, which record into ``changes``. Applying reuses the image as is when nothing
+    changed, and otherwise builds ``image_type(new_map)``.
+    """
+
+    __slots__ = ("changes", "image")
+
+    image_type: ClassVar[Any]
+    """The sub-image class: built from its one map, with an ``EMPTY`` instance."""
+    field: ClassVar[str]
+    """The name of the image's map field."""
+    changes_type: ClassVar[Any] = MapChanges
+
+    def __init__(self, image: I) -> None:
+        self.image = image
+        self.changes: C = self.changes_type(getattr(image, self.field))
+
+    @classmethod
+    def creating(cls, image: I) -> Self:
+        """The delta from EMPTY to ``image`` (see ``MetadataDelta.creating``)."""
+        delta = cls(cls.image_type.EMPTY)
+        delta.changes = cls.changes_type.creating(getattr(image, cls.field))
+        return delta
+
+    def finish_snapshot(self) -> None:
+        """Delete every entry of the base image the snapshot did not mention."""
+        self.changes.finish_snapshot()
+
+    def apply(self) -> I:
+        """The next sub-image; the base image itself when nothing changed."""
+        mapping = self.changes.apply()
+        if mapping is getattr(self.image, self.field):
+            return self.image
+        image: I = self.image_type(mapping)
+        return image

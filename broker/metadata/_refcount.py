@@ -63,6 +63,8 @@ PARANOID_RECORDS: Final = 32
 
 
 class LeakDetectionLevel(enum.IntEnum):
+    """Netty's leak detection levels: how many images are tracked, and how closely."""
+
     DISABLED = 0
     SIMPLE = 1
     ADVANCED = 2
@@ -89,6 +91,7 @@ _sampler = random.Random()
 
 
 def get_leak_detection_level() -> LeakDetectionLevel:
+    """The level objects created from now on are tracked at."""
     return _level
 
 
@@ -201,6 +204,7 @@ def _bump(name: str) -> None:
 
 
 def lifetime_statistics() -> LifetimeStatistics:
+    """Counters of every reference-counted object in this process."""
     now = time.monotonic()
     entries = list(_live.values())
     oldest_created, oldest_ref = min(entries, key=lambda e: e[0], default=(now, None))
@@ -338,24 +342,9 @@ class RefCounted:
         return self
 
     def lease(self) -> Lease[Self]:
-        """Retain and wrap in a :class:`Lease` that releases exactly once."""
+        """Retain and wrap in a :class:`Lease` that releases exactly once:
+        ``with image.lease() as leased:``."""
         return Lease(self.retain())
-
-    def __enter__(self) -> Self:
-        """``with obj:`` hands the reference you already own to the block.
-
-        It does not retain: leaving the block releases the caller's reference, which
-        is how a creator scopes the reference it was born with.
-        """
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def _deallocate(self) -> None:
         with _derived_lock:
@@ -423,7 +412,8 @@ class Lease(Generic[R]):
 
     ``with lease as obj:`` yields the object and releases on exit, also on errors and
     cancellation. ``release()`` is idempotent for the lease; the object's own count
-    stays strict.
+    stays strict. Every holder of images hands out leases (``x.lease()``); a creator
+    wraps the reference it was born with: ``with Lease(delta.apply(p)) as image:``.
     """
 
     __slots__ = ("_obj", "_released")

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from immutables import Map
 
-from broker.metadata._maps import EMPTY_MAP, MapChanges, Reject, sorted_items
-from broker.metadata._records import (
+from broker.metadata._maps import EMPTY_MAP, MapChanges, MapDelta, Reject, sorted_items
+from broker.metadata.records import (
     AccessControlEntryRecord,
     DelegationTokenRecord,
     MetadataRecord,
@@ -33,6 +33,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AclsImage:
+    """The ACLs, by id."""
+
     acls: Map[UUID, AccessControlEntryRecord]
     """Each ACL as the record that created it (the record is an immutable value)."""
 
@@ -46,37 +48,26 @@ class AclsImage:
 AclsImage.EMPTY = AclsImage(EMPTY_MAP)
 
 
-class AclsDelta:
-    __slots__ = ("acls", "image")
+class AclsDelta(MapDelta[AclsImage, MapChanges[UUID, AccessControlEntryRecord]]):
+    """Changes to the ACLs."""
 
-    def __init__(self, image: AclsImage) -> None:
-        self.image = image
-        self.acls: MapChanges[UUID, AccessControlEntryRecord] = MapChanges(image.acls)
-
-    @classmethod
-    def creating(cls, image: AclsImage) -> AclsDelta:
-        delta = cls(AclsImage.EMPTY)
-        delta.acls = MapChanges.creating(image.acls)
-        return delta
+    __slots__ = ()
+    image_type = AclsImage
+    field = "acls"
 
     def replay_acl(self, record: AccessControlEntryRecord) -> None:
-        self.acls.set(record.id, record)
+        self.changes.set(record.id, record)
 
     def replay_remove_acl(self, record: RemoveAccessControlEntryRecord) -> None:
-        if record.id not in self.acls:
+        if record.id not in self.changes:
             raise Reject(f"ACL {record.id} does not exist")
-        self.acls.delete(record.id)
-
-    def finish_snapshot(self) -> None:
-        self.acls.finish_snapshot()
-
-    def apply(self) -> AclsImage:
-        acls = self.acls.apply()
-        return self.image if acls is self.image.acls else AclsImage(acls)
+        self.changes.delete(record.id)
 
 
 @dataclass(frozen=True, slots=True)
 class ScramImage:
+    """SCRAM credentials, by (user, mechanism)."""
+
     credentials: Map[tuple[str, ScramMechanism], UserScramCredentialRecord]
     """By (user, mechanism)."""
 
@@ -90,38 +81,27 @@ class ScramImage:
 ScramImage.EMPTY = ScramImage(EMPTY_MAP)
 
 
-class ScramDelta:
-    __slots__ = ("credentials", "image")
+class ScramDelta(
+    MapDelta[ScramImage, MapChanges[tuple[str, ScramMechanism], UserScramCredentialRecord]]
+):
+    """Changes to the SCRAM credentials."""
 
-    def __init__(self, image: ScramImage) -> None:
-        self.image = image
-        self.credentials: MapChanges[tuple[str, ScramMechanism], UserScramCredentialRecord] = (
-            MapChanges(image.credentials)
-        )
-
-    @classmethod
-    def creating(cls, image: ScramImage) -> ScramDelta:
-        delta = cls(ScramImage.EMPTY)
-        delta.credentials = MapChanges.creating(image.credentials)
-        return delta
+    __slots__ = ()
+    image_type = ScramImage
+    field = "credentials"
 
     def replay_credential(self, record: UserScramCredentialRecord) -> None:
-        self.credentials.set((record.name, record.mechanism), record)
+        self.changes.set((record.name, record.mechanism), record)
 
     def replay_remove_credential(self, record: RemoveUserScramCredentialRecord) -> None:
         # Kafka treats removing an absent credential as a no-op.
-        self.credentials.delete((record.name, record.mechanism))
-
-    def finish_snapshot(self) -> None:
-        self.credentials.finish_snapshot()
-
-    def apply(self) -> ScramImage:
-        credentials = self.credentials.apply()
-        return self.image if credentials is self.image.credentials else ScramImage(credentials)
+        self.changes.delete((record.name, record.mechanism))
 
 
 @dataclass(frozen=True, slots=True)
 class DelegationTokensImage:
+    """Delegation tokens, by token id."""
+
     tokens: Map[str, DelegationTokenRecord]
     """By token id."""
 
@@ -135,29 +115,18 @@ class DelegationTokensImage:
 DelegationTokensImage.EMPTY = DelegationTokensImage(EMPTY_MAP)
 
 
-class DelegationTokensDelta:
-    __slots__ = ("image", "tokens")
+class DelegationTokensDelta(
+    MapDelta[DelegationTokensImage, MapChanges[str, DelegationTokenRecord]]
+):
+    """Changes to the delegation tokens."""
 
-    def __init__(self, image: DelegationTokensImage) -> None:
-        self.image = image
-        self.tokens: MapChanges[str, DelegationTokenRecord] = MapChanges(image.tokens)
-
-    @classmethod
-    def creating(cls, image: DelegationTokensImage) -> DelegationTokensDelta:
-        delta = cls(DelegationTokensImage.EMPTY)
-        delta.tokens = MapChanges.creating(image.tokens)
-        return delta
+    __slots__ = ()
+    image_type = DelegationTokensImage
+    field = "tokens"
 
     def replay_token(self, record: DelegationTokenRecord) -> None:
-        self.tokens.set(record.token_id, record)
+        self.changes.set(record.token_id, record)
 
     def replay_remove_token(self, record: RemoveDelegationTokenRecord) -> None:
         # Kafka treats removing an absent token as a no-op.
-        self.tokens.delete(record.token_id)
-
-    def finish_snapshot(self) -> None:
-        self.tokens.finish_snapshot()
-
-    def apply(self) -> DelegationTokensImage:
-        tokens = self.tokens.apply()
-        return self.image if tokens is self.image.tokens else DelegationTokensImage(tokens)
+        self.changes.delete(record.token_id)

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from immutables import Map
 
-from broker.metadata._maps import EMPTY_MAP, MapChanges, Reject, sorted_items
-from broker.metadata._records import (
+from broker.metadata._maps import EMPTY_MAP, MapChanges, MapDelta, Reject, sorted_items
+from broker.metadata.records import (
     AssignedS3ObjectIdRecord,
     AssignedStreamIdRecord,
     KeyValue,
@@ -46,6 +46,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RangeMetadata:
+    """A range of a stream: the offsets one node wrote during one stream epoch."""
+
     range_index: int
     epoch: int
     start_offset: int
@@ -55,6 +57,8 @@ class RangeMetadata:
 
 @dataclass(frozen=True, slots=True)
 class StreamObject:
+    """An object in object storage holding a range of offsets of one stream."""
+
     object_id: int
     start_offset: int
     end_offset: int
@@ -63,6 +67,8 @@ class StreamObject:
 
 @dataclass(frozen=True, slots=True)
 class StreamMetadata:
+    """One stream: its epoch, state, ranges and objects."""
+
     stream_id: int
     epoch: int
     range_index: int
@@ -156,6 +162,8 @@ def _with_range(ranges: tuple[RangeMetadata, ...], new: RangeMetadata) -> tuple[
 
 @dataclass(frozen=True, slots=True)
 class StreamsImage:
+    """Streams by id, and the stream id allocator."""
+
     streams: Map[int, StreamMetadata]
     assigned_stream_id: int
     """High-water mark of the stream id allocator (-1: none assigned yet)."""
@@ -173,6 +181,8 @@ StreamsImage.EMPTY = StreamsImage(EMPTY_MAP, -1)
 
 
 class StreamsDelta:
+    """Changes to streams, their ranges and objects."""
+
     __slots__ = ("assigned_stream_id", "image", "mentioned", "streams")
 
     def __init__(self, image: StreamsImage) -> None:
@@ -298,6 +308,8 @@ class StreamsDelta:
 
 @dataclass(frozen=True, slots=True)
 class ObjectsImage:
+    """Objects in object storage by id, and the object id allocator."""
+
     objects: Map[int, S3ObjectRecord]
     """Object metadata by object id (the record is the immutable value)."""
     assigned_object_id: int
@@ -316,6 +328,8 @@ ObjectsImage.EMPTY = ObjectsImage(EMPTY_MAP, -1)
 
 
 class ObjectsDelta:
+    """Changes to objects and the object id allocator."""
+
     __slots__ = ("assigned_object_id", "image", "objects")
 
     def __init__(self, image: ObjectsImage) -> None:
@@ -360,6 +374,8 @@ class ObjectsDelta:
 
 @dataclass(frozen=True, slots=True)
 class NodeWALImage:
+    """Nodes' write-ahead-log metadata by node id."""
+
     nodes: Map[int, NodeWALMetadataRecord]
     """Write-ahead-log metadata by node id: epoch and failover mode."""
 
@@ -377,32 +393,21 @@ class NodeWALImage:
 NodeWALImage.EMPTY = NodeWALImage(EMPTY_MAP)
 
 
-class NodeWALDelta:
-    __slots__ = ("image", "nodes")
+class NodeWALDelta(MapDelta[NodeWALImage, MapChanges[int, NodeWALMetadataRecord]]):
+    """Changes to nodes' write-ahead-log metadata."""
 
-    def __init__(self, image: NodeWALImage) -> None:
-        self.image = image
-        self.nodes: MapChanges[int, NodeWALMetadataRecord] = MapChanges(image.nodes)
-
-    @classmethod
-    def creating(cls, image: NodeWALImage) -> NodeWALDelta:
-        delta = cls(NodeWALImage.EMPTY)
-        delta.nodes = MapChanges.creating(image.nodes)
-        return delta
+    __slots__ = ()
+    image_type = NodeWALImage
+    field = "nodes"
 
     def replay_node(self, record: NodeWALMetadataRecord) -> None:
-        self.nodes.set(record.node_id, record)
-
-    def finish_snapshot(self) -> None:
-        self.nodes.finish_snapshot()
-
-    def apply(self) -> NodeWALImage:
-        nodes = self.nodes.apply()
-        return self.image if nodes is self.image.nodes else NodeWALImage(nodes)
+        self.changes.set(record.node_id, record)
 
 
 @dataclass(frozen=True, slots=True)
 class KVImage:
+    """The cluster's KV map (AutoMQ keeps meta stream ids and plans there)."""
+
     values: Map[str, bytes]
 
     EMPTY: ClassVar[KVImage]
@@ -421,30 +426,17 @@ class KVImage:
 KVImage.EMPTY = KVImage(EMPTY_MAP)
 
 
-class KVDelta:
-    __slots__ = ("image", "values")
+class KVDelta(MapDelta[KVImage, MapChanges[str, bytes]]):
+    """Changes to the KV map."""
 
-    def __init__(self, image: KVImage) -> None:
-        self.image = image
-        self.values: MapChanges[str, bytes] = MapChanges(image.values)
-
-    @classmethod
-    def creating(cls, image: KVImage) -> KVDelta:
-        delta = cls(KVImage.EMPTY)
-        delta.values = MapChanges.creating(image.values)
-        return delta
+    __slots__ = ()
+    image_type = KVImage
+    field = "values"
 
     def replay_kv(self, record: KVRecord) -> None:
         for kv in record.key_values:
-            self.values.set(kv.key, kv.value)
+            self.changes.set(kv.key, kv.value)
 
     def replay_remove_kv(self, record: RemoveKVRecord) -> None:
         for key in record.keys:
-            self.values.delete(key)
-
-    def finish_snapshot(self) -> None:
-        self.values.finish_snapshot()
-
-    def apply(self) -> KVImage:
-        values = self.values.apply()
-        return self.image if values is self.image.values else KVImage(values)
+            self.changes.delete(key)

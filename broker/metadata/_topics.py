@@ -15,7 +15,7 @@ from uuid import UUID
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, Reject, sorted_items
-from broker.metadata._records import (
+from broker.metadata.records import (
     NO_LEADER,
     NO_LEADER_CHANGE,
     LeaderRecoveryState,
@@ -140,6 +140,8 @@ class TopicImage(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class TopicsImage:
+    """Topics by id and by name."""
+
     by_id: Map[UUID, TopicImage]
     by_name: Map[str, UUID]
     """Topic id by name: changes only when topics are created, deleted or renamed, so a
@@ -168,6 +170,8 @@ TopicsImage.EMPTY = TopicsImage(EMPTY_MAP, EMPTY_MAP)
 
 @dataclass(frozen=True, slots=True, order=True)
 class TopicIdPartition:
+    """A partition named by topic name, partition index and topic id."""
+
     topic_name: str
     partition: int
     topic_id: UUID
@@ -218,6 +222,8 @@ def _unknown_partition(partition_id: int, topic_name: str) -> Reject:
 
 
 class TopicsDelta:
+    """Changes to topics and their partitions; also answers what changed."""
+
     __slots__ = ("changed", "created", "deleted", "image", "names", "snapshot")
 
     def __init__(self, image: TopicsImage, *, snapshot: bool = False) -> None:

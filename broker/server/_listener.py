@@ -24,15 +24,14 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache
-from broker.errors import BrokerError
+from broker.errors import ConfigurationError, ProtocolError
 from broker.metadata import DerivedKey
-from broker.metadata._tasks import Notifier, single_cause
 from broker.server._protocol import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
     METADATA,
-    ProtocolError,
     api_versions_response,
     decode_request,
     describe_cluster_body,
@@ -56,6 +55,8 @@ ALL_TOPICS_RESPONSES: DerivedKey[dict[tuple[object, ...], bytes]] = DerivedKey(
 
 @dataclass(frozen=True, slots=True)
 class ListenerStatistics:
+    """The listener's connections, requests and bytes."""
+
     address: tuple[str, int]
     connections_open: int
     connections_total: int
@@ -92,7 +93,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         shutdown_grace: float = 5.0,
     ) -> None:
         if max_frame_bytes < 1 or max_connections < 1:
-            raise BrokerError("max_frame_bytes and max_connections must be positive")
+            raise ConfigurationError("max_frame_bytes and max_connections must be positive")
         self.cache = cache
         self.host = host
         self.port = port

@@ -30,14 +30,13 @@ from broker.cache import (
     MetadataResponse,
     RequestTopic,
 )
-from broker.errors import BrokerError
+from broker.errors import ProtocolError
 
 __all__ = [
     "API_VERSIONS",
     "DESCRIBE_CLUSTER",
     "METADATA",
     "SUPPORTED_VERSIONS",
-    "ProtocolError",
     "api_versions_response",
     "decode_request",
     "decode_response",
@@ -50,20 +49,20 @@ __all__ = [
 ]
 
 API_VERSIONS = 18
+"""API key of ApiVersions."""
 METADATA = 3
+"""API key of Metadata."""
 DESCRIBE_CLUSTER = 60
+"""API key of DescribeCluster."""
 SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     API_VERSIONS: (0, 4),
     METADATA: (0, 13),
     DESCRIBE_CLUSTER: (0, 1),
 }
+"""Served versions (lowest, highest) by API key: what ApiVersions advertises."""
 _NO_THROTTLE = datetime.timedelta(0)
 _INT32 = struct.Struct(">i")
 _HEADER_START = struct.Struct(">hhi")  # api key, api version, correlation id
-
-
-class ProtocolError(BrokerError):
-    """The peer sent something this listener cannot answer: the connection is closed."""
 
 
 @cache
@@ -231,6 +230,7 @@ def metadata_body(response: MetadataResponse, version: int) -> bytes:
 
 
 def describe_cluster_body(description: ClusterDescription, version: int) -> bytes:
+    """The encoded DescribeCluster body of ``description`` for ``version``."""
     module = _module(DESCRIBE_CLUSTER, version, request=False)
     brokers = tuple(
         _build(

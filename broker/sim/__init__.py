@@ -1,35 +1,36 @@
-"""The simulated broker: synthetic controller workload and the ``broker-sim`` CLI."""
+"""The simulated broker: a synthetic controller, the whole pipeline, and ``broker-sim``.
+
+:class:`SyntheticController` writes deterministic churn from a seed, valid against its
+own :class:`ClusterModel`; :class:`Simulation` runs the pipeline, the cache and its
+readers under that churn; :func:`main` is the ``broker-sim`` command.
+"""
 
 from broker.sim._cli import main
+from broker.sim._controller import SyntheticController
+from broker.sim._events import EVENT_WEIGHTS, ChurnEvents, EventKind
+from broker.sim._model import ClusterModel, FailoverStep, WorkloadConfig
 from broker.sim._simulation import (
+    FinalImage,
     Progress,
     Simulation,
     SimulationConfig,
     SimulationSummary,
     image_fingerprint,
 )
-from broker.sim._workload import (
-    FAILOVER_KV_KEY,
-    EventKind,
-    SyntheticController,
-    WorkloadConfig,
-    decode_stream_id,
-    encode_stream_id,
-    meta_stream_key,
-)
 
 __all__ = [
-    "FAILOVER_KV_KEY",
+    "EVENT_WEIGHTS",
+    "ChurnEvents",
+    "ClusterModel",
     "EventKind",
+    "FailoverStep",
+    "FinalImage",
     "Progress",
     "Simulation",
     "SimulationConfig",
     "SimulationSummary",
     "SyntheticController",
     "WorkloadConfig",
-    "decode_stream_id",
-    "encode_stream_id",
     "image_fingerprint",
     "main",
-    "meta_stream_key",
 ]

@@ -23,8 +23,8 @@ from rich.table import Table
 
 from broker.errors import BrokerError
 from broker.metadata import LeakDetectionLevel
+from broker.sim._model import WorkloadConfig
 from broker.sim._simulation import Progress, Simulation, SimulationConfig, SimulationSummary
-from broker.sim._workload import WorkloadConfig
 
 __all__ = ["main"]
 
@@ -296,6 +296,7 @@ def _write_json(summary: SimulationSummary, path: str, stdout: TextIO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``broker-sim`` with ``argv``; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
         config = _config(args)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import structlog
@@ -30,44 +30,52 @@ from broker.cache import (
     FailoverMonitor,
     MetadataCache,
     MetadataRequest,
-    StreamFetchError,
     StreamMetadataManager,
     failover_index_key,
+    partitions_in_failover,
 )
-from broker.cache._failover import scan
-from broker.errors import BrokerError, FetchTimeoutError, WriterFencedError
+from broker.errors import FetchTimeoutError, StreamFetchError, WriterFencedError
 from broker.metadata import (
-    DeliveryMode,
-    EtcdLogStatistics,
-    EtcdRecordLog,
-    FileRecordLog,
-    InMemoryRecordSource,
     LeakDetectionLevel,
     MetadataImage,
-    MetadataPipeline,
-    RecordBatch,
-    RecordLog,
-    SnapshotWriter,
-    encode_record,
     lifetime_statistics,
     set_leak_detection_level,
+    sources,
 )
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
+from broker.metadata.records import encode_record
+from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordLog
 from broker.server import KafkaListener
-from broker.sim._workload import SyntheticController, WorkloadConfig
+from broker.sim._controller import SyntheticController
+from broker.sim._model import WorkloadConfig
 
-__all__ = ["Progress", "Simulation", "SimulationConfig", "SimulationSummary", "image_fingerprint"]
+if TYPE_CHECKING:
+    from broker.metadata.sources import EtcdRecordLog
+
+__all__ = [
+    "FinalImage",
+    "Progress",
+    "Simulation",
+    "SimulationConfig",
+    "SimulationSummary",
+    "image_fingerprint",
+]
 
 logger = structlog.get_logger(__name__)
 
 
 class SimulationConfig(BaseModel):
+    """Everything one run of the simulated broker needs (the CLI builds this)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     workload: WorkloadConfig = WorkloadConfig(topics=100, partitions_per_topic=20)
     duration: float | None = Field(default=20.0, gt=0)
     """Seconds to run; None runs until ``events`` are done (or Ctrl-C)."""
     events: int | None = Field(default=None, ge=0)
-    """Stop after this many churn events (a deterministic run)."""
+    """Stop churning after this many events (a deterministic run); the bootstrap is not
+    an event, so 0 serves the bootstrapped cluster unchanged. Without ``duration`` the
+    run ends once they are loaded."""
     rate: float = Field(default=1000.0, ge=0)
     """Churn events per second; 0 appends as fast as the pipeline takes them."""
     clients: int = Field(default=50, ge=0)
@@ -99,7 +107,7 @@ class SimulationConfig(BaseModel):
 
 @dataclass
 class Progress:
-    """A point-in-time view for the live display."""
+    """A point-in-time view for the live display; rates cover the last interval."""
 
     elapsed: float
     offset: int
@@ -123,6 +131,8 @@ class Progress:
 
 @dataclass
 class SimulationSummary:
+    """What a run did and whether it was clean (``--json`` writes this)."""
+
     seconds: float
     events: int
     batches: int
@@ -179,6 +189,36 @@ class SimulationSummary:
         return {**asdict(self), "healthy": self.healthy}
 
 
+@dataclass(frozen=True, slots=True)
+class FinalImage:
+    """The image a run ends on, as the summary describes it."""
+
+    sha256: str
+    offset: int
+    brokers: int
+    topics: int
+    partitions: int
+    streams: int
+
+    NONE: ClassVar[FinalImage]
+    """What a run that ended before loading any image reports."""
+
+    @classmethod
+    def of(cls, image: MetadataImage) -> FinalImage:
+        """Describe ``image`` (the caller holds it)."""
+        return cls(
+            image_fingerprint(image),
+            image.offset,
+            len(image.cluster.brokers),
+            len(image.topics.by_id),
+            image.topics.partition_count(),
+            len(image.streams.streams),
+        )
+
+
+FinalImage.NONE = FinalImage("", -1, 0, 0, 0, 0)
+
+
 def image_fingerprint(image: MetadataImage) -> str:
     """SHA-256 over the image's provenance and records: equal images, equal digests."""
     digest = hashlib.sha256(repr(image.provenance).encode())
@@ -217,6 +257,20 @@ class _Latencies:
         return ordered[int(last * 0.50)] * 1e3, ordered[int(last * 0.99)] * 1e3
 
 
+@dataclass
+class _Run:
+    """What one run is made of: the log, the pipeline and its consumers."""
+
+    log: RecordLog
+    pipeline: MetadataPipeline
+    cache: MetadataCache
+    streams: StreamMetadataManager
+    monitor: FailoverMonitor
+    writer: SnapshotWriter | None = None
+    listener: KafkaListener | None = None
+    controller: SyntheticController | None = None
+
+
 class Simulation:
     """``await Simulation(config).run()`` runs the whole thing and returns the summary."""
 
@@ -225,7 +279,6 @@ class Simulation:
     ) -> None:
         self.config = config
         self.on_progress = on_progress
-        self._rng = random.Random(config.seed)
         self._latencies = _Latencies(config.seed)
         self._requests = 0
         self._fetches = 0
@@ -238,13 +291,16 @@ class Simulation:
         self._events = 0
         self._batches = 0
         self._fenced = False
+        self._etcd: EtcdRecordLog | None = None
 
     # the log ------------------------------------------------------------------------------
 
     async def _open_log(self, stack: AsyncExitStack) -> RecordLog:
         config = self.config
         if config.etcd is not None:
-            return await stack.enter_async_context(EtcdRecordLog(config.etcd))
+            # sources.EtcdRecordLog loads the etcd client: only runs on etcd pay for it.
+            self._etcd = await stack.enter_async_context(sources.EtcdRecordLog(config.etcd))
+            return self._etcd
         if config.log_dir is not None:
             return await stack.enter_async_context(
                 await FileRecordLog.open(config.log_dir, fsync=config.fsync)
@@ -253,35 +309,35 @@ class Simulation:
 
     # tasks --------------------------------------------------------------------------------
 
-    async def _controller(
-        self, log: RecordLog, controller: SyntheticController, stop: anyio.Event
-    ) -> None:
-        """Append churn at ``rate`` events/s until the duration or event budget ends."""
+    async def _churn(self, log: RecordLog, controller: SyntheticController) -> None:
+        """Bootstrap when needed, then append churn at ``rate`` events/s until the event
+        budget ends (the duration cancels it from outside)."""
         config = self.config
-        interval = 1.0 / config.rate if config.rate else 0.0
-        next_at = time.monotonic()
-        while not stop.is_set():
-            if config.events is not None and self._events >= config.events:
-                break
-            try:
-                for batch in controller.churn():
-                    await _append(log, batch)
+        try:
+            if not controller.bootstrapped:
+                for batch in controller.bootstrap():
+                    await log.append_batch(batch)
                     self._batches += 1
-            except WriterFencedError as fenced:
-                # Another simulation claimed the shared log: follow it from now on.
-                logger.warning("simulation_fenced", log=log.name, error=str(fenced))
-                self._fenced = True
-                return
-            self._events += 1
-            if interval:
-                next_at += interval
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                elif self._events % 64 == 0:
+            interval = 1.0 / config.rate if config.rate else 0.0
+            next_at = time.monotonic()
+            while config.events is None or self._events < config.events:
+                for batch in controller.churn():
+                    await log.append_batch(batch)
+                    self._batches += 1
+                self._events += 1
+                if interval:
+                    next_at += interval
+                    delay = next_at - time.monotonic()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    elif self._events % 64 == 0:
+                        await checkpoint()
+                elif self._events % 16 == 0:
                     await checkpoint()
-            elif self._events % 16 == 0:
-                await checkpoint()
+        except WriterFencedError as fenced:
+            # Another simulation claimed the shared log: follow it from now on.
+            logger.warning("simulation_fenced", log=log.name, error=str(fenced))
+            self._fenced = True
 
     async def _client(self, cache: MetadataCache, topics: list[str], rng: random.Random) -> None:
         while True:
@@ -303,7 +359,7 @@ class Simulation:
         while True:
             with cache.lease() as image:
                 await checkpoint()  # the pipeline moves on while this image is leased
-                scan(image, key)
+                partitions_in_failover(image, key)
                 self._checks += 1
             await anyio.sleep(0.01)
 
@@ -389,6 +445,7 @@ class Simulation:
     # the run ------------------------------------------------------------------------------
 
     async def run(self, *, handle_signals: bool = True) -> SimulationSummary:
+        """Run until ``duration`` (or the event budget, or Ctrl-C) and summarise."""
         config = self.config
         previous_level = set_leak_detection_level(config.leak_detection)
         previous_gc = tune_gc()
@@ -397,11 +454,8 @@ class Simulation:
         cache = MetadataCache(config.workload.cluster_id, rng=random.Random(config.seed))
         streams = StreamMetadataManager(fetch_timeout=2.0)
         monitor = FailoverMonitor(config.workload.cluster_id, interval=1.0)
-        writer: SnapshotWriter | None = None
+        final = FinalImage.NONE
         resumed_from = -1
-        summary_image = ("", 0, 0, 0, 0, -1)
-        listener: KafkaListener | None = None
-        log_statistics: EtcdLogStatistics | None = None
         try:
             async with AsyncExitStack() as stack:
                 log = await self._open_log(stack)
@@ -411,39 +465,28 @@ class Simulation:
                         log, max_records_per_image=config.max_records_per_image, name="sim"
                     )
                 )
+                run = _Run(log, pipeline, cache, streams, monitor)
                 pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
                 pipeline.add_consumer(streams, DeliveryMode.EVERY_DELTA, queue_size=64)
                 pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
                 if not config.follow:  # followers leave snapshots to the writer
-                    writer = SnapshotWriter(log, every_records=config.snapshot_every)
-                    pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
+                    run.writer = SnapshotWriter(log, every_records=config.snapshot_every)
+                    pipeline.add_consumer(run.writer, DeliveryMode.LATEST_IMAGE)
                 if config.listen is not None:
                     host, port = config.listen
-                    listener = await stack.enter_async_context(
+                    run.listener = await stack.enter_async_context(
                         KafkaListener(cache, host=host, port=port)
                     )
-                controller = (
-                    None if config.follow else await self._controller_for(log, cache, listener)
-                )
-                if controller is not None and controller.events:
-                    resumed_from = controller.next_offset - 1
+                if not config.follow:
+                    run.controller = await self._controller_for(run)
+                    if run.controller.bootstrapped:
+                        resumed_from = run.controller.next_offset - 1
                 with anyio.CancelScope() as run_scope:
-                    await self._run_tasks(
-                        pipeline,
-                        log,
-                        controller,
-                        cache,
-                        streams,
-                        monitor,
-                        run_scope,
-                        handle_signals,
-                    )
+                    await self._run_tasks(run, run_scope, handle_signals)
                 with anyio.CancelScope(shield=True):
-                    summary_image = await self._final_image(pipeline, cache, log)
+                    final = await self._final_image(run)
                 stats = pipeline.statistics()
                 failover = monitor.statistics()
-                if isinstance(log, EtcdRecordLog):
-                    log_statistics = log.statistics()
         finally:
             cache.close()
             streams.close()
@@ -451,8 +494,8 @@ class Simulation:
             set_leak_detection_level(previous_level)
         lifetime = lifetime_statistics()
         elapsed = time.monotonic() - self._started
-        digest, brokers, topics, partitions, stream_count, final_offset = summary_image
         p50, p99 = _Latencies.percentiles(self._latencies.sample)
+        listener = run.listener
         return SimulationSummary(
             seconds=round(elapsed, 3),
             events=self._events,
@@ -461,11 +504,11 @@ class Simulation:
             records_per_s=round(stats.loader.records / elapsed, 1),
             images=stats.images_published,
             images_per_s=round(stats.images_published / elapsed, 1),
-            final_offset=final_offset,
-            brokers=brokers,
-            topics=topics,
-            partitions=partitions,
-            streams=stream_count,
+            final_offset=final.offset,
+            brokers=final.brokers,
+            topics=final.topics,
+            partitions=final.partitions,
+            streams=final.streams,
             metadata_requests=self._requests,
             requests_per_s=round(self._requests / elapsed, 1),
             latency_p50_ms=round(p50, 3),
@@ -474,7 +517,7 @@ class Simulation:
             failovers_completed=failover.completed,
             partitions_in_failover=failover.partitions_in_failover,
             fetches=self._fetches,
-            snapshots=writer.snapshots if writer is not None else 0,
+            snapshots=run.writer.snapshots if run.writer is not None else 0,
             max_live_images=max(self._max_live, lifetime.live),
             live_images_at_end=lifetime.live - base.live,
             max_consumer_lag=self._max_lag,
@@ -485,110 +528,81 @@ class Simulation:
             consumer_faults=stats.consumer_faults,
             interrupted=self._interrupted,
             resumed_from_offset=resumed_from,
-            image_sha256=digest,
+            image_sha256=final.sha256,
             log_dir=str(config.log_dir) if config.log_dir is not None else None,
             listen=f"{listener.host}:{listener.port}" if listener is not None else None,
             role="follower" if config.follow or self._fenced else "writer",
             etcd=config.etcd,
-            etcd_outages=log_statistics.outages if log_statistics is not None else 0,
+            etcd_outages=self._etcd.statistics().outages if self._etcd is not None else 0,
             wire_requests=sum(listener.statistics().requests.values())
             if listener is not None
             else 0,
             errors=self._errors,
         )
 
-    async def _controller_for(
-        self, log: RecordLog, cache: MetadataCache, listener: KafkaListener | None
-    ) -> SyntheticController:
+    async def _controller_for(self, run: _Run) -> SyntheticController:
         """A fresh controller for an empty log; a resumed one for a log with history.
 
         With a listener, every broker advertises the address it really listens on (a
         resumed log re-registers its brokers with it), so real clients reach this process.
         """
         host = port = None
-        if listener is not None:
-            host, port = _advertised(listener.host), listener.port
-        if isinstance(log, EtcdRecordLog):
+        if run.listener is not None:
+            host, port = _advertised(run.listener.host), run.listener.port
+        if self._etcd is not None:
             # Claim the shared log first: from here on nobody else appends, so the
             # image the controller resumes from stays the head of the log.
-            await log.claim()
-        hwm = await log.high_water_mark()
+            await self._etcd.claim()
+        hwm = await run.log.high_water_mark()
         if hwm == 0:
             return SyntheticController(
                 self.config.workload, listener_host=host, listener_port=port or 9092
             )
-        with await cache.wait_for_offset(hwm - 1) as image:
-            logger.info("simulation_resumed", offset=image.offset, log=log.name)
+        with await run.cache.wait_for_offset(hwm - 1) as image:
+            logger.info("simulation_resumed", offset=image.offset, log=run.log.name)
             controller = SyntheticController.resume(
                 self.config.workload, image, listener_host=host, listener_port=port or 9092
             )
-        if listener is not None:
+        if run.listener is not None:
             for batch in controller.reregister_brokers():
-                await _append(log, batch)
+                await run.log.append_batch(batch)
         return controller
 
     async def _run_tasks(
-        self,
-        pipeline: MetadataPipeline,
-        log: RecordLog,
-        controller: SyntheticController | None,
-        cache: MetadataCache,
-        streams: StreamMetadataManager,
-        monitor: FailoverMonitor,
-        run_scope: anyio.CancelScope,
-        handle_signals: bool,
+        self, run: _Run, run_scope: anyio.CancelScope, handle_signals: bool
     ) -> None:
         config = self.config
-        stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(self._signals, run_scope)
-            tg.start_soon(self._reporter, pipeline, monitor, 0.5)
+            tg.start_soon(self._reporter, run.pipeline, run.monitor, 0.5)
             topics: list[str] = []
             for index in range(config.clients):
-                tg.start_soon(self._client, cache, topics, random.Random(config.seed + index))
+                tg.start_soon(self._client, run.cache, topics, random.Random(config.seed + index))
             for _ in range(config.failover_checkers):
-                tg.start_soon(self._failover_checker, cache)
+                tg.start_soon(self._failover_checker, run.cache)
             for index in range(config.fetchers):
-                tg.start_soon(self._fetcher, cache, streams, random.Random(config.seed * 7 + index))
+                rng = random.Random(config.seed * 7 + index)
+                tg.start_soon(self._fetcher, run.cache, run.streams, rng)
             with anyio.move_on_after(
                 config.duration if config.duration is not None else float("inf")
             ):
-                if controller is not None:
-                    await self._controller(log, controller, stop)
-                if controller is None or (config.duration is not None and config.events is None):
-                    await anyio.sleep_forever()
-            stop.set()
+                if run.controller is not None:
+                    await self._churn(run.log, run.controller)
+                if run.controller is None or config.duration is not None:
+                    await anyio.sleep_forever()  # serve until the duration ends
             tg.cancel_scope.cancel()
 
-    async def _final_image(
-        self, pipeline: MetadataPipeline, cache: MetadataCache, log: RecordLog
-    ) -> tuple[str, int, int, int, int, int]:
+    async def _final_image(self, run: _Run) -> FinalImage:
         """Let the loader reach the last appended record, then describe that image."""
-        last = await log.high_water_mark() - 1
+        last = await run.log.high_water_mark() - 1
         with anyio.move_on_after(30):
-            with await cache.wait_for_offset(last):
+            with await run.cache.wait_for_offset(last):
                 pass
-        with cache.lease() as image:
-            return (
-                image_fingerprint(image),
-                len(image.cluster.brokers),
-                len(image.topics.by_id),
-                image.topics.partition_count(),
-                len(image.streams.streams),
-                image.offset,
-            )
+        with run.cache.lease() as image:
+            return FinalImage.of(image) if image.offset >= 0 else FinalImage.NONE
 
 
 def _advertised(host: str) -> str:
     """An address clients can reach: a wildcard bind advertises this machine's name."""
     return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
-
-
-async def _append(log: RecordLog, batch: RecordBatch) -> None:
-    if isinstance(log, InMemoryRecordSource):
-        log.append_batch(batch)
-    elif isinstance(log, FileRecordLog | EtcdRecordLog):
-        await log.append_batch(batch)
-    else:  # pragma: no cover - another RecordLog appends by records
-        raise BrokerError(f"cannot append batches to {log.name}")

@@ -8,27 +8,18 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from broker import FetchTimeoutError
 from broker.cache import (
     ErrorCode,
     FailoverMonitor,
     MetadataCache,
     MetadataRequest,
-    StreamFetchError,
     StreamMetadataManager,
 )
-from broker.metadata import (
-    DeliveryMode,
-    InMemoryRecordSource,
-    LoadManifest,
-    MetadataDelta,
-    MetadataPipeline,
-    MetadataUpdate,
-    RangeRecord,
-    S3StreamObjectRecord,
-    S3StreamRecord,
-    lifetime_statistics,
-)
+from broker.errors import FetchTimeoutError, StreamFetchError
+from broker.metadata import MetadataDelta, lifetime_statistics
+from broker.metadata.pipeline import DeliveryMode, LoadManifest, MetadataPipeline, MetadataUpdate
+from broker.metadata.records import RangeRecord, S3StreamObjectRecord, S3StreamRecord
+from broker.metadata.sources import InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import RecordingConsumer, topic_records
 
@@ -204,14 +195,14 @@ async def test_the_monitor_sees_failovers_start_and_complete() -> None:
             pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
             while controller.failovers_completed < 2:
                 for batch in controller.churn():
-                    source.append_batch(batch)
+                    source.append_batch_nowait(batch)
                     await monitor.wait_checked(batch.last_offset)
                     seen_in_failover = max(
                         seen_in_failover, monitor.statistics().partitions_in_failover
                     )
             # Drain: once the last failover completed nothing is left in failover.
             for batch in controller.churn():
-                source.append_batch(batch)
+                source.append_batch_nowait(batch)
                 await monitor.wait_checked(batch.last_offset)
             stats = monitor.statistics()
     assert seen_in_failover > 0

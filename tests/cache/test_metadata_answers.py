@@ -22,22 +22,26 @@ from broker.cache import (
     failover_index_key,
 )
 from broker.metadata import (
+    Lease,
+    MetadataImage,
+    Provenance,
+    encode_stream_id,
+    meta_stream_key,
+    replay_records,
+)
+from broker.metadata.records import (
     BrokerEndpoint,
     KeyValue,
     KVRecord,
-    MetadataImage,
     MetadataRecord,
     PartitionRecord,
-    Provenance,
     RangeRecord,
     RegisterBrokerRecord,
     S3StreamRecord,
     StreamState,
     TopicRecord,
     UnfenceBrokerRecord,
-    replay_records,
 )
-from broker.sim import encode_stream_id, meta_stream_key
 
 CLUSTER = "c1"
 DIR = uuid.UUID(int=77)
@@ -117,7 +121,7 @@ def cluster_records() -> list[MetadataRecord]:
 
 @pytest.fixture
 def image() -> Iterator[MetadataImage]:
-    with replay_records(cluster_records(), P) as image:
+    with Lease(replay_records(cluster_records(), P)) as image:
         yield image
 
 
@@ -334,7 +338,7 @@ FAILOVER_CASES = [
 def test_failover_rule(
     case: str, records: list[MetadataRecord], status: FailoverStatus, error: ErrorCode
 ) -> None:
-    with replay_records(records, P) as image:
+    with Lease(replay_records(records, P)) as image:
         index = image.derived(failover_index_key(CLUSTER))
         registration = image.topics.partition(TOPIC_IDS["streamed"], 0)
         assert registration is not None
@@ -349,7 +353,7 @@ def test_failover_rule(
 
 
 def test_missing_meta_stream_policy_unavailable() -> None:
-    with replay_records(streamed(kv_stream=None), P) as image:
+    with Lease(replay_records(streamed(kv_stream=None), P)) as image:
         (partition,) = ask(image, "streamed", missing_stream="unavailable").topics[0].partitions
         assert partition.error_code is ErrorCode.LEADER_NOT_AVAILABLE
 

@@ -25,17 +25,12 @@ from broker.cache import (
     StreamMetadataManager,
     check_partition,
     failover_index_key,
+    partitions_in_failover,
 )
-from broker.cache._failover import scan
-from broker.metadata import (
-    NO_LEADER,
-    DeliveryMode,
-    InMemoryRecordSource,
-    MetadataImage,
-    MetadataPipeline,
-    MetadataUpdate,
-    lifetime_statistics,
-)
+from broker.metadata import MetadataImage, lifetime_statistics
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataUpdate
+from broker.metadata.records import NO_LEADER
+from broker.metadata.sources import InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 
 CLUSTER = "seed-cluster"
@@ -142,7 +137,7 @@ async def test_seed_scenario_two_hundred_readers_twenty_thousand_images() -> Non
             try:
                 with cache.lease() as image:
                     await checkpoint()  # images are published meanwhile
-                    scan(image, key)
+                    partitions_in_failover(image, key)
                     failover_checks += 1
             except Exception as exc:
                 errors.append(exc)
@@ -163,7 +158,7 @@ async def test_seed_scenario_two_hundred_readers_twenty_thousand_images() -> Non
                 # The controller appends in bursts; the 210 reader tasks run between them.
                 for _ in range(16):
                     for batch in controller.churn():
-                        source.append_batch(batch)
+                        source.append_batch_nowait(batch)
                         images += 1
                 await checkpoint()
             with await cache.wait_for_offset(source.next_offset - 1):

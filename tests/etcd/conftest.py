@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.metadata import LocalEtcd
+from tests.etcd.local_etcd import LocalEtcd
 
 EtcdServer = LocalEtcd
 

@@ -6,15 +6,11 @@ import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from broker import WriterFencedError
-from broker.metadata import (
-    DeliveryMode,
-    EtcdRecordLog,
-    FeatureLevelRecord,
-    MetadataPipeline,
-    MetadataUpdate,
-    lifetime_statistics,
-)
+from broker.errors import WriterFencedError
+from broker.metadata import Lease, lifetime_statistics
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataUpdate
+from broker.metadata.records import FeatureLevelRecord
+from broker.metadata.sources import EtcdRecordLog
 from broker.sim import SyntheticController, WorkloadConfig, image_fingerprint
 from tests.etcd.conftest import EtcdServer
 from tests.helpers import RecordingConsumer, replay_batches
@@ -44,7 +40,7 @@ async def follow(url: str, name: str, until: int, results: dict[str, str]) -> No
         MetadataPipeline(log, max_records_per_image=500) as pipeline,
     ):
         pipeline.add_consumer(consumer, DeliveryMode.EVERY_DELTA)
-        with await consumer.holder.wait_lease(until) as image:
+        with await consumer.holder.wait_for_offset(until) as image:
             results[name] = image_fingerprint(image)
     assert consumer.gaps == 0
     consumer.close()
@@ -63,7 +59,7 @@ async def test_three_followers_and_a_writer_converge(etcd: EtcdServer) -> None:
             await writer.claim()
             for batch in batches:
                 await writer.append_batch(batch)
-    with replay_batches(batches) as expected:
+    with Lease(replay_batches(batches)) as expected:
         assert set(results.values()) == {image_fingerprint(expected)}
     assert len(results) == 3
 
@@ -110,7 +106,7 @@ async def test_followers_resume_after_etcd_restarts_mid_stream(etcd: EtcdServer)
                 await checkpoint()
             outages = writer.statistics().outages
     assert outages >= 1
-    with replay_batches(batches) as expected:
+    with Lease(replay_batches(batches)) as expected:
         assert set(results.values()) == {image_fingerprint(expected)}
 
 
@@ -133,7 +129,7 @@ async def test_a_follower_behind_a_truncated_log_loads_the_snapshot(etcd: EtcdSe
             await writer.append_batch(batch)
     results: dict[str, str] = {}
     await follow(etcd.url, "late-follower", second[-1].last_offset, results)
-    with replay_batches(first + second) as expected:
+    with Lease(replay_batches(first + second)) as expected:
         assert results["late-follower"] == image_fingerprint(expected)
     assert lifetime_statistics().live == base.live
 

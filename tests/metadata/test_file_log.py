@@ -9,16 +9,11 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from broker import CorruptRecordError, SnapshotRequiredError
-from broker.metadata import (
-    DeliveryMode,
-    FileRecordLog,
-    InMemoryRecordSource,
-    MetadataPipeline,
-    PartitionChangeRecord,
-    RecordBatch,
-    SnapshotWriter,
-)
+from broker.errors import CorruptRecordError, SnapshotRequiredError
+from broker.metadata import Lease
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
+from broker.metadata.records import PartitionChangeRecord, RecordBatch
+from broker.metadata.sources import FileRecordLog, InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import RecordingConsumer, replay_batches, topic_records
 
@@ -148,7 +143,7 @@ async def test_snapshot_plus_log_restart_gives_the_image_of_a_full_replay(tmp_pa
             pipeline.add_consumer(restarted, DeliveryMode.EVERY_DELTA)
             await restarted.wait_for(batches[-1].last_offset)
             assert pipeline.statistics().loader.snapshots_loaded == 1
-            with pipeline.lease() as loaded, replay_batches(batches) as full:
+            with pipeline.lease() as loaded, Lease(replay_batches(batches)) as full:
                 assert loaded == full
     assert any(e["event"] == "snapshot_loaded" for e in logs)
     restarted.close()

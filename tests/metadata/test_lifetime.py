@@ -15,7 +15,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from broker import (
+from broker.errors import (
     ConfigurationError,
     HolderClosedError,
     ImageReleasedError,
@@ -25,17 +25,18 @@ from broker import (
 from broker.metadata import (
     SUB_IMAGES,
     DerivedKey,
-    ImageHolder,
     LeakDetectionLevel,
+    Lease,
     MetadataDelta,
     MetadataImage,
     Provenance,
-    TopicRecord,
     _refcount,
     leak_detection_level,
     lifetime_statistics,
     retain_all,
 )
+from broker.metadata.pipeline import ImageHolder
+from broker.metadata.records import TopicRecord
 
 
 def new_image(offset: int = 7, epoch: int = 3) -> MetadataImage:
@@ -102,7 +103,7 @@ def test_every_sub_image_accessor_refuses_a_dead_image(name: str) -> None:
 
 def test_whole_image_reads_refuse_a_dead_image() -> None:
     image = new_image()
-    with new_image() as other:
+    with Lease(new_image()) as other:
         image.release()
         for read in (
             lambda: list(image.write()),
@@ -130,7 +131,7 @@ def test_empty_is_immortal() -> None:
 
 
 def test_with_scopes_the_creators_reference() -> None:
-    with new_image() as image:
+    with Lease(new_image()) as image:
         assert image.is_live
     assert not image.is_live
 
@@ -139,7 +140,7 @@ def test_with_scopes_the_creators_reference() -> None:
 
 
 def test_a_lease_releases_exactly_once_even_when_released_twice() -> None:
-    with new_image() as image:
+    with Lease(new_image()) as image:
         lease = image.lease()
         assert image.ref_count == 2
         lease.release()
@@ -151,7 +152,7 @@ def test_a_lease_releases_exactly_once_even_when_released_twice() -> None:
 
 
 def test_a_lease_releases_when_its_block_raises() -> None:
-    with new_image() as image:
+    with Lease(new_image()) as image:
         with pytest.raises(RuntimeError), image.lease():
             raise RuntimeError("boom")
         assert image.ref_count == 1
@@ -206,7 +207,7 @@ def test_derived_state_is_built_once_across_threads() -> None:
 
     key = DerivedKey("racy", build)
     results: list[int] = []
-    with new_image() as image:
+    with Lease(new_image()) as image:
 
         def read() -> None:
             barrier.wait()
@@ -271,7 +272,7 @@ def test_advanced_level_records_recent_sites_of_sampled_images(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_refcount, "SAMPLING_INTERVAL", 1)
-    with leak_detection_level("advanced"), new_image() as image:
+    with leak_detection_level("advanced"), Lease(new_image()) as image:
         for _ in range(20):
             image.retain().release()
         sites = image.sites()
@@ -339,7 +340,7 @@ def test_a_closed_holder_refuses_use() -> None:
     holder.close()
     with pytest.raises(HolderClosedError):
         holder.lease()
-    with new_image() as image, pytest.raises(HolderClosedError):
+    with Lease(new_image()) as image, pytest.raises(HolderClosedError):
         holder.set(image)
 
 
@@ -360,7 +361,7 @@ async def test_wait_lease_waits_for_the_offset_and_holds_nothing_meanwhile() -> 
     got: list[int] = []
 
     async def reader() -> None:
-        with await holder.wait_lease(min_offset=5) as image:
+        with await holder.wait_for_offset(min_offset=5) as image:
             got.append(image.offset)
 
     async with anyio.create_task_group() as tg:
@@ -381,10 +382,10 @@ async def test_wait_lease_waits_for_the_offset_and_holds_nothing_meanwhile() -> 
 async def test_wait_lease_times_out_and_cancels_cleanly() -> None:
     holder = ImageHolder("slow")
     with pytest.raises(TimeoutError), anyio.fail_after(0.01):
-        await holder.wait_lease(min_offset=3)
+        await holder.wait_for_offset(min_offset=3)
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await holder.wait_lease(min_offset=3)
+        await holder.wait_for_offset(min_offset=3)
     assert scope.cancelled_caught
     assert holder._waiters == []
     holder.close()
@@ -396,7 +397,7 @@ async def test_wait_lease_is_woken_by_a_set_from_a_worker_thread() -> None:
     offsets: list[int] = []
 
     async def reader() -> None:
-        with await holder.wait_lease(min_offset=4) as leased:
+        with await holder.wait_for_offset(min_offset=4) as leased:
             offsets.append(leased.offset)
 
     async with anyio.create_task_group() as tg:
@@ -414,7 +415,7 @@ async def test_closing_wakes_waiters_with_an_error() -> None:
 
     async def reader() -> None:
         try:
-            await holder.wait_lease(min_offset=1)
+            await holder.wait_for_offset(min_offset=1)
         except HolderClosedError as exc:
             errors.append(exc)
 
@@ -426,6 +427,6 @@ async def test_closing_wakes_waiters_with_an_error() -> None:
 
 
 def test_holder_repr_names_the_image() -> None:
-    with ImageHolder("cache") as holder, new_image(3) as image:
+    with ImageHolder("cache") as holder, Lease(new_image(3)) as image:
         holder.set(image)
         assert "offset=3" in repr(holder)

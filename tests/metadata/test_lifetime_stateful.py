@@ -25,16 +25,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from broker import ImageReleasedError, ReferenceCountError
-from broker.metadata import (
-    DerivedKey,
-    ImageHolder,
-    Lease,
-    MetadataDelta,
-    MetadataImage,
-    Provenance,
-    TopicRecord,
-)
+from broker.errors import ImageReleasedError, ReferenceCountError
+from broker.metadata import DerivedKey, Lease, MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline import ImageHolder
+from broker.metadata.records import TopicRecord
 
 
 class Dropped:

@@ -15,18 +15,16 @@ import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from broker import ImageReleasedError, ReferenceCountError
+from broker.errors import ImageReleasedError, ReferenceCountError
 from broker.metadata import (
     DerivedKey,
-    ImageHolder,
     MetadataDelta,
     MetadataImage,
-    PartitionChangeRecord,
-    PartitionRecord,
     Provenance,
-    TopicRecord,
     lifetime_statistics,
 )
+from broker.metadata.pipeline import ImageHolder
+from broker.metadata.records import PartitionChangeRecord, PartitionRecord, TopicRecord
 
 TOPIC = uuid.UUID(int=1)
 PARTITIONS = 8
@@ -186,7 +184,8 @@ def test_the_suite_fails_a_test_that_leaks_an_image(pytester: pytest.Pytester) -
     pytester.makepyfile(
         test_leaky="""
         import uuid
-        from broker.metadata import MetadataDelta, MetadataImage, Provenance, TopicRecord
+        from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance
+        from broker.metadata.records import TopicRecord
 
         def make():
             delta = MetadataDelta(MetadataImage.EMPTY)
@@ -203,7 +202,7 @@ def test_the_suite_fails_a_test_that_leaks_an_image(pytester: pytest.Pytester) -
             KEPT.append(make())
 
         def test_balanced():
-            with make() as image:
+            with Lease(make()) as image:
                 assert image.is_live
         """
     )

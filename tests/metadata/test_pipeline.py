@@ -8,20 +8,17 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from broker import LoaderHaltedError
-from broker.metadata import (
+from broker.errors import LoaderHaltedError
+from broker.metadata import Lease, Provenance, lifetime_statistics
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataPublisher
+from broker.metadata.records import (
     AbortTransactionRecord,
     BeginTransactionRecord,
-    DeliveryMode,
     EndTransactionRecord,
-    InMemoryRecordSource,
-    MetadataPipeline,
-    MetadataPublisher,
     NoOpRecord,
     PartitionChangeRecord,
-    Provenance,
-    lifetime_statistics,
 )
+from broker.metadata.sources import InMemoryRecordSource
 from tests.helpers import BlockingConsumer, FailingConsumer, RecordingConsumer, topic_records
 
 A, B = uuid.UUID(int=1), uuid.UUID(int=2)
@@ -104,7 +101,7 @@ async def test_a_late_consumer_first_gets_the_delta_from_empty_then_every_later_
         assert first.image.is_empty
         assert first.image.is_immortal
         assert late.manifests[0] == "image"
-        with pipeline.lease() as current, first.apply(current.provenance) as rebuilt:
+        with pipeline.lease() as current, Lease(first.apply(current.provenance)) as rebuilt:
             assert rebuilt == current
         source.append_nowait([leader_change(0, 2)])
         await late.wait_for(source.next_offset - 1)

@@ -7,14 +7,9 @@ import random
 import anyio
 from anyio.lowlevel import checkpoint
 
-from broker.metadata import (
-    DeliveryMode,
-    ImageHolder,
-    InMemoryRecordSource,
-    MetadataPipeline,
-    MetadataUpdate,
-    lifetime_statistics,
-)
+from broker.metadata import lifetime_statistics
+from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
+from broker.metadata.sources import InMemoryRecordSource
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import FailingConsumer, RecordingConsumer
 
@@ -71,10 +66,10 @@ async def test_ten_thousand_batches_with_fifty_concurrent_readers() -> None:
             for _ in range(50):
                 tg.start_soon(reader)
             for batch in batches:
-                source.append_batch(batch)
+                source.append_batch_nowait(batch)
                 await checkpoint()
             await cache.wait_for(batches[-1].last_offset)
-            with await streams.holder.wait_lease(batches[-1].last_offset):
+            with await streams.holder.wait_for_offset(batches[-1].last_offset):
                 pass
             done.set()
         stats = pipeline.statistics()
@@ -141,7 +136,7 @@ async def test_cancellation_at_random_points_leaves_every_count_balanced() -> No
                     for _ in range(3):
                         tg.start_soon(lessee)
                     for batch in controller.batches(200):
-                        source.append_batch(batch)
+                        source.append_batch_nowait(batch)
                         if rng.random() < 0.5:
                             await checkpoint()
                     await anyio.sleep_forever()

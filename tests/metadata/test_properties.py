@@ -7,7 +7,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.metadata import MetadataDelta, MetadataImage, MetadataRecord, Provenance, replay_records
+from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance, replay_records
+from broker.metadata.records import MetadataRecord
 from tests.strategies import record_sequences
 
 PROVENANCE = Provenance(offset=99, epoch=3, append_time_ms=1234)
@@ -15,9 +16,9 @@ PROVENANCE = Provenance(offset=99, epoch=3, append_time_ms=1234)
 
 @given(record_sequences())
 def test_write_then_replay_onto_empty_gives_an_equal_image(records: list[MetadataRecord]) -> None:
-    with replay_records(records, PROVENANCE) as image:
+    with Lease(replay_records(records, PROVENANCE)) as image:
         written = list(image.write())
-        with replay_records(written, PROVENANCE) as rebuilt:
+        with Lease(replay_records(written, PROVENANCE)) as rebuilt:
             assert rebuilt == image
             # And writing is stable: the rebuilt image writes the same records.
             assert list(rebuilt.write()) == written
@@ -36,7 +37,7 @@ def test_any_chunking_gives_the_same_image_as_one_delta(
         next_image = delta.apply(PROVENANCE)
         image.release()  # a no-op for EMPTY
         image = next_image
-    with image, replay_records(records, PROVENANCE) as whole:
+    with Lease(image), Lease(replay_records(records, PROVENANCE)) as whole:
         assert image == whole
 
 
@@ -45,30 +46,30 @@ def test_snapshot_over_an_unrelated_image_gives_the_snapshotted_image(
     records: list[MetadataRecord], unrelated: list[MetadataRecord]
 ) -> None:
     with (
-        replay_records(records, PROVENANCE) as image,
-        replay_records(unrelated, PROVENANCE) as other,
+        Lease(replay_records(records, PROVENANCE)) as image,
+        Lease(replay_records(unrelated, PROVENANCE)) as other,
     ):
         delta = MetadataDelta(other, snapshot=True)
         delta.replay_all(image.write())
         delta.finish_snapshot()
-        with delta.apply(PROVENANCE) as loaded:
+        with Lease(delta.apply(PROVENANCE)) as loaded:
             assert loaded == image
 
 
 @given(record_sequences())
 def test_replay_never_mutates_the_base_image(records: list[MetadataRecord]) -> None:
-    with replay_records(records, PROVENANCE) as image:
+    with Lease(replay_records(records, PROVENANCE)) as image:
         before = list(image.write())
         delta = MetadataDelta(image, snapshot=True)
         delta.finish_snapshot()  # deletes everything, in the delta only
-        with delta.apply(PROVENANCE) as emptied:
+        with Lease(delta.apply(PROVENANCE)) as emptied:
             assert emptied.is_empty
         assert list(image.write()) == before
 
 
 @given(record_sequences())
 def test_creating_delta_equals_replaying_the_written_image(records: list[MetadataRecord]) -> None:
-    with replay_records(records, PROVENANCE) as image:
+    with Lease(replay_records(records, PROVENANCE)) as image:
         built = MetadataDelta.creating(image)
         replayed = MetadataDelta(MetadataImage.EMPTY)
         replayed.replay_all(image.write())
@@ -77,10 +78,13 @@ def test_creating_delta_equals_replaying_the_written_image(records: list[Metadat
         assert built.deleted_topics() == replayed.deleted_topics() == ()
         for broker in range(-1, 5):
             assert built.leadership_changes(broker) == replayed.leadership_changes(broker)
-        with built.apply(PROVENANCE) as from_built, replayed.apply(PROVENANCE) as from_replay:
+        with (
+            Lease(built.apply(PROVENANCE)) as from_built,
+            Lease(replayed.apply(PROVENANCE)) as from_replay,
+        ):
             assert from_built == from_replay == image
         # Both keep working as deltas: a snapshot finish over them agrees too.
         built.finish_snapshot()
         replayed.finish_snapshot()
-        with built.apply(PROVENANCE) as a, replayed.apply(PROVENANCE) as b:
+        with Lease(built.apply(PROVENANCE)) as a, Lease(replayed.apply(PROVENANCE)) as b:
             assert a == b

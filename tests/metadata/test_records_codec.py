@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from broker import CorruptRecordError
-from broker.metadata import (
+from broker.errors import CorruptRecordError
+from broker.metadata.records import (
     AUTOMQ_RECORD_IDS,
     RECORD_TYPES,
     FeatureLevelRecord,

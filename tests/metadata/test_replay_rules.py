@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker import BrokerError, ReplayError
-from broker.metadata import (
+from broker import BrokerError
+from broker.errors import ReplayError
+from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance, replay_records
+from broker.metadata.records import (
     NO_LEADER,
     BrokerRegistrationChangeRecord,
     ConfigRecord,
@@ -18,12 +20,9 @@ from broker.metadata import (
     KeyValue,
     KVRecord,
     LeaderRecoveryState,
-    MetadataDelta,
-    MetadataImage,
     MetadataRecord,
     PartitionChangeRecord,
     PartitionRecord,
-    Provenance,
     RangeRecord,
     RegisterBrokerRecord,
     RemoveAccessControlEntryRecord,
@@ -38,7 +37,6 @@ from broker.metadata import (
     TopicRecord,
     UnfenceBrokerRecord,
     UnregisterBrokerRecord,
-    replay_records,
 )
 
 TOPIC = uuid.UUID(int=1)
@@ -73,7 +71,7 @@ def base_records() -> list[MetadataRecord]:
 
 @pytest.fixture
 def image() -> Iterator[MetadataImage]:
-    with replay_records(base_records(), P) as image:
+    with Lease(replay_records(base_records(), P)) as image:
         yield image
 
 
@@ -87,7 +85,7 @@ def after(image: MetadataImage, *records: MetadataRecord) -> MetadataImage:
 
 
 def test_partition_change_null_fields_leave_the_partition_unchanged(image: MetadataImage) -> None:
-    with after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC)) as new:
+    with Lease(after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC))) as new:
         before = image.topics.partition(TOPIC, 0)
         now = new.topics.partition(TOPIC, 0)
         assert before is not None
@@ -104,14 +102,16 @@ def test_partition_change_leader_minus_two_keeps_leader_and_leader_epoch(
     image: MetadataImage,
 ) -> None:
     change = PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(1, 2))
-    with after(image, change) as new:
+    with Lease(after(image, change)) as new:
         partition = new.topics.partition(TOPIC, 0)
         assert partition is not None
         assert (partition.leader, partition.leader_epoch, partition.isr) == (1, 4, (1, 2))
 
 
 def test_partition_change_leader_minus_one_means_no_leader(image: MetadataImage) -> None:
-    with after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=-1)) as new:
+    with Lease(
+        after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=-1))
+    ) as new:
         partition = new.topics.partition(TOPIC, 0)
         assert partition is not None
         assert partition.leader == NO_LEADER
@@ -121,11 +121,13 @@ def test_partition_change_leader_minus_one_means_no_leader(image: MetadataImage)
 def test_leader_change_bumps_leader_epoch_and_every_change_bumps_partition_epoch(
     image: MetadataImage,
 ) -> None:
-    with after(
-        image,
-        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2),
-        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(2,)),
-        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader_recovery_state=1),
+    with Lease(
+        after(
+            image,
+            PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2),
+            PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(2,)),
+            PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader_recovery_state=1),
+        )
     ) as new:
         partition = new.topics.partition(TOPIC, 0)
         assert partition is not None
@@ -146,9 +148,9 @@ def test_a_registered_broker_is_fenced_by_default(image: MetadataImage) -> None:
 
 
 def test_unfence_and_fence_with_matching_epoch(image: MetadataImage) -> None:
-    with after(image, UnfenceBrokerRecord(id=1, epoch=7)) as unfenced:
+    with Lease(after(image, UnfenceBrokerRecord(id=1, epoch=7))) as unfenced:
         assert unfenced.cluster.alive_broker_ids() == [1]
-        with after(unfenced, FenceBrokerRecord(id=1, epoch=7)) as fenced:
+        with Lease(after(unfenced, FenceBrokerRecord(id=1, epoch=7))) as fenced:
             assert fenced.cluster.alive_broker_ids() == []
 
 
@@ -165,17 +167,19 @@ def test_broker_registration_change_is_tri_state(
         fenced=fenced,  # type: ignore[arg-type]
         in_controlled_shutdown=shutdown,  # type: ignore[arg-type]
     )
-    with after(image, change) as new:
+    with Lease(after(image, change)) as new:
         broker = new.cluster.broker(1)
         assert broker is not None
         assert (broker.fenced, broker.in_controlled_shutdown) == (expect_fenced, expect_shutdown)
 
 
 def test_registration_change_zero_leaves_fenced_state_alone(image: MetadataImage) -> None:
-    with after(
-        image,
-        UnfenceBrokerRecord(id=1, epoch=7),
-        BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=7, fenced=0),
+    with Lease(
+        after(
+            image,
+            UnfenceBrokerRecord(id=1, epoch=7),
+            BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=7, fenced=0),
+        )
     ) as new:
         broker = new.cluster.broker(1)
         assert broker is not None
@@ -183,7 +187,7 @@ def test_registration_change_zero_leaves_fenced_state_alone(image: MetadataImage
 
 
 def test_unregister_with_matching_epoch_removes_the_broker(image: MetadataImage) -> None:
-    with after(image, UnregisterBrokerRecord(broker_id=1, broker_epoch=7)) as new:
+    with Lease(after(image, UnregisterBrokerRecord(broker_id=1, broker_epoch=7))) as new:
         assert new.cluster.broker(1) is None
 
 
@@ -197,7 +201,7 @@ def test_config_null_value_deletes_the_key(image: MetadataImage) -> None:
         name="retention.ms",
         value=None,
     )
-    with after(image, delete) as new:
+    with Lease(after(image, delete)) as new:
         assert dict(new.configs.configs(ConfigResourceType.TOPIC, "orders")) == {}
         assert len(new.configs.resources) == 0
 
@@ -206,7 +210,7 @@ def test_remove_topic_also_removes_its_configs(image: MetadataImage) -> None:
     assert dict(image.configs.configs(ConfigResourceType.TOPIC, "orders")) == {
         "retention.ms": "1000"
     }
-    with after(image, RemoveTopicRecord(topic_id=TOPIC)) as new:
+    with Lease(after(image, RemoveTopicRecord(topic_id=TOPIC))) as new:
         assert new.topics.get("orders") is None
         assert TOPIC not in new.topics.by_id
         assert dict(new.configs.configs(ConfigResourceType.TOPIC, "orders")) == {}
@@ -214,20 +218,20 @@ def test_remove_topic_also_removes_its_configs(image: MetadataImage) -> None:
 
 def test_feature_level_zero_removes_the_feature(image: MetadataImage) -> None:
     assert image.features.metadata_version == 20
-    with after(image, FeatureLevelRecord(name="metadata.version", feature_level=0)) as new:
+    with Lease(after(image, FeatureLevelRecord(name="metadata.version", feature_level=0))) as new:
         assert new.features.metadata_version is None
         assert "metadata.version" not in new.features.levels
 
 
 def test_write_emits_metadata_version_first(image: MetadataImage) -> None:
-    with after(image, FeatureLevelRecord(name="a.feature", feature_level=1)) as new:
+    with Lease(after(image, FeatureLevelRecord(name="a.feature", feature_level=1))) as new:
         first = next(iter(new.write()))
         assert first == FeatureLevelRecord(name="metadata.version", feature_level=20)
 
 
 def test_topic_record_after_remove_recreates_the_name_with_a_new_id(image: MetadataImage) -> None:
-    with after(
-        image, RemoveTopicRecord(topic_id=TOPIC), TopicRecord(name="orders", topic_id=OTHER)
+    with Lease(
+        after(image, RemoveTopicRecord(topic_id=TOPIC), TopicRecord(name="orders", topic_id=OTHER))
     ) as new:
         topic = new.topics.get("orders")
         assert topic is not None
@@ -237,16 +241,18 @@ def test_topic_record_after_remove_recreates_the_name_with_a_new_id(image: Metad
 
 
 def test_kv_set_and_remove(image: MetadataImage) -> None:
-    with after(
-        image,
-        KVRecord(key_values=(KeyValue(key="a", value=b"1"), KeyValue(key="b", value=b"2"))),
-        RemoveKVRecord(keys=("a", "never-set")),
+    with Lease(
+        after(
+            image,
+            KVRecord(key_values=(KeyValue(key="a", value=b"1"), KeyValue(key="b", value=b"2"))),
+            RemoveKVRecord(keys=("a", "never-set")),
+        )
     ) as new:
         assert dict(new.kv.values) == {"b": b"2"}
 
 
 def test_stream_update_keeps_its_ranges(image: MetadataImage) -> None:
-    with after(image, S3StreamRecord(stream_id=5, epoch=2, range_index=1)) as new:
+    with Lease(after(image, S3StreamRecord(stream_id=5, epoch=2, range_index=1))) as new:
         stream = new.streams.streams[5]
         assert stream.epoch == 2
         assert [r.range_index for r in stream.ranges] == [0]
@@ -284,7 +290,7 @@ def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
 ) -> None:
     delta = MetadataDelta(image)
     delta.replay(PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(1,)), offset=11)
-    with delta.apply(P) as expected:
+    with Lease(delta.apply(P)) as expected:
         with pytest.raises(ReplayError) as caught:
             delta.replay(record, offset=12)
         error = caught.value
@@ -294,7 +300,7 @@ def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
         assert reason in error.reason
         assert f"cannot replay {type(record).__name__} at offset 12" in str(error)
         assert delta.records == 1
-        with delta.apply(P) as still:
+        with Lease(delta.apply(P)) as still:
             assert still == expected
 
 
@@ -311,5 +317,5 @@ def test_a_snapshot_may_reuse_a_name_held_by_a_topic_it_has_not_mentioned(
     delta = MetadataDelta(image, snapshot=True)
     delta.replay(TopicRecord(name="orders", topic_id=OTHER))
     delta.finish_snapshot()
-    with delta.apply(P) as new:
+    with Lease(delta.apply(P)) as new:
         assert dict(new.topics.by_name) == {"orders": OTHER}

@@ -6,15 +6,18 @@ import uuid
 
 from broker.metadata import (
     SUB_IMAGES,
-    ConfigRecord,
-    ConfigResourceType,
+    Lease,
     MetadataDelta,
     MetadataImage,
-    PartitionChangeRecord,
     Provenance,
-    RemoveTopicRecord,
     TopicIdPartition,
     replay_records,
+)
+from broker.metadata.records import (
+    ConfigRecord,
+    ConfigResourceType,
+    PartitionChangeRecord,
+    RemoveTopicRecord,
 )
 from tests.helpers import topic_records as topic
 
@@ -23,10 +26,10 @@ P = Provenance(1, 1, 1)
 
 
 def test_untouched_sub_images_are_the_same_objects() -> None:
-    with replay_records([*topic(A, "a", 4, 1), *topic(B, "b", 2, 2)], P) as image:
+    with Lease(replay_records([*topic(A, "a", 4, 1), *topic(B, "b", 2, 2)], P)) as image:
         delta = MetadataDelta(image)
         delta.replay(PartitionChangeRecord(partition_id=1, topic_id=A, leader=2))
-        with delta.apply(Provenance(2, 1, 1)) as new:
+        with Lease(delta.apply(Provenance(2, 1, 1))) as new:
             assert delta.changed_areas() == {"topics"}
             for name in SUB_IMAGES:
                 if name != "topics":
@@ -41,8 +44,8 @@ def test_untouched_sub_images_are_the_same_objects() -> None:
 
 def test_an_empty_delta_reuses_every_sub_image() -> None:
     with (
-        replay_records(topic(A, "a", 1, 1), P) as image,
-        MetadataDelta(image).apply(Provenance(5, 1, 1)) as new,
+        Lease(replay_records(topic(A, "a", 1, 1), P)) as image,
+        Lease(MetadataDelta(image).apply(Provenance(5, 1, 1))) as new,
     ):
         assert new is not image
         assert new.offset == 5
@@ -51,7 +54,7 @@ def test_an_empty_delta_reuses_every_sub_image() -> None:
 
 
 def test_topics_created_and_deleted() -> None:
-    with replay_records([*topic(A, "a", 1, 1), *topic(B, "b", 1, 1)], P) as image:
+    with Lease(replay_records([*topic(A, "a", 1, 1), *topic(B, "b", 1, 1)], P)) as image:
         delta = MetadataDelta(image)
         delta.replay_all([RemoveTopicRecord(topic_id=A), *topic(C, "c", 1, 1)])
         assert delta.created_topic_ids() == {C}
@@ -61,7 +64,7 @@ def test_topics_created_and_deleted() -> None:
 
 
 def test_leadership_moved_to_and_away_from_a_broker() -> None:
-    with replay_records([*topic(A, "a", 3, 1), *topic(B, "b", 2, 2)], P) as image:
+    with Lease(replay_records([*topic(A, "a", 3, 1), *topic(B, "b", 2, 2)], P)) as image:
         delta = MetadataDelta(image)
         delta.replay_all(
             [
@@ -85,14 +88,14 @@ def test_leadership_moved_to_and_away_from_a_broker() -> None:
 
 
 def test_config_changes_touch_only_configs() -> None:
-    with replay_records(topic(A, "a", 1, 1), P) as image:
+    with Lease(replay_records(topic(A, "a", 1, 1), P)) as image:
         delta = MetadataDelta(image)
         delta.replay(
             ConfigRecord(
                 resource_type=ConfigResourceType.BROKER, resource_name="1", name="x", value="y"
             )
         )
-        with delta.apply(P) as new:
+        with Lease(delta.apply(P)) as new:
             assert new.topics is image.topics
             assert dict(new.configs.configs(ConfigResourceType.BROKER, "1")) == {"x": "y"}
 

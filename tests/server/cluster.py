@@ -14,13 +14,12 @@ import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from broker.cache import MetadataCache
-from broker.metadata import (
+from broker.metadata import encode_stream_id, meta_stream_key
+from broker.metadata.pipeline import DeliveryMode, MetadataPipeline
+from broker.metadata.records import (
     BrokerEndpoint,
-    DeliveryMode,
-    InMemoryRecordSource,
     KeyValue,
     KVRecord,
-    MetadataPipeline,
     MetadataRecord,
     PartitionChangeRecord,
     PartitionRecord,
@@ -30,8 +29,8 @@ from broker.metadata import (
     TopicRecord,
     UnfenceBrokerRecord,
 )
+from broker.metadata.sources import InMemoryRecordSource
 from broker.server import KafkaListener, decode_response, encode_request
-from broker.sim import encode_stream_id, meta_stream_key
 
 CLUSTER = "wire-cluster"
 ORDERS = uuid.UUID(int=0xABC)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.metadata import MetadataDelta, MetadataImage, Provenance, RecordBatch, encode_batch
+from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance
+from broker.metadata.records import RecordBatch, encode_batch
 from broker.sim import SyntheticController, WorkloadConfig
 
 
@@ -28,7 +29,7 @@ def test_same_config_same_bytes() -> None:
 def test_every_event_kind_happens_and_replays_cleanly(seed: int) -> None:
     controller = SyntheticController(WorkloadConfig(seed=seed, topics=6, partitions_per_topic=3))
     batches = list(controller.batches(3000))
-    with replay(MetadataImage.EMPTY, batches) as image:
+    with Lease(replay(MetadataImage.EMPTY, batches)) as image:
         assert image.offset == controller.next_offset - 1
         assert len(image.topics.by_id) == controller.topic_count
     assert all(count > 0 for count in controller.event_counts.values()), controller.event_counts
@@ -40,12 +41,12 @@ def test_a_resumed_controller_continues_with_valid_records(stop_at: int) -> None
     config = WorkloadConfig(seed=3, topics=6, partitions_per_topic=3, failover_steps_apart=2)
     controller = SyntheticController(config)
     batches = list(controller.batches(stop_at))
-    with replay(MetadataImage.EMPTY, batches) as image:
+    with Lease(replay(MetadataImage.EMPTY, batches)) as image:
         resumed = SyntheticController.resume(config, image)
         assert resumed.next_offset == image.offset + 1
         assert resumed.topic_count == len(image.topics.by_id)
         more = list(resumed.batches(800))
         assert more[0].base_offset == image.offset + 1
-        with replay(image, more) as after:
+        with Lease(replay(image, more)) as after:
             assert after.offset == resumed.next_offset - 1
     assert resumed.failovers_completed > 0

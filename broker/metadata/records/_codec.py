@@ -30,7 +30,8 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from broker.errors import CorruptRecordError
-from broker.metadata._records import RECORD_TYPES, MetadataRecord, RecordBatch
+from broker.metadata.records._base import MetadataRecord
+from broker.metadata.records._batch import RECORD_TYPES, RecordBatch
 
 __all__ = [
     "FORMAT_VERSION",
@@ -44,12 +45,15 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+"""Version of the frame layout, stored in every frame."""
 MAX_FRAME_SIZE = 64 * 1024 * 1024
+"""Largest frame a reader accepts: a larger length is corruption, not a batch."""
 _LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">IIBqiqI")
 _BODY_HEADER = struct.Struct(">BqiqI")
 _CRC = struct.Struct(">I")
 FRAME_HEADER_SIZE = _HEADER.size
+"""Bytes of a frame before its payload."""
 _CRC_START = 8  # the CRC covers everything after length and crc
 _UUID_EXT = 1
 
@@ -81,6 +85,7 @@ def encode_record(record: MetadataRecord) -> bytes:
 
 
 def encode_batch(batch: RecordBatch) -> bytes:
+    """One frame holding ``batch`` (see the module docstring for the layout)."""
     payload: bytes = msgpack.packb([_record_wire(r) for r in batch.records], **_packer_options)
     body = (
         _BODY_HEADER.pack(

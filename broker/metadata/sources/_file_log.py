@@ -29,18 +29,18 @@ import anyio
 import structlog
 from anyio.lowlevel import checkpoint
 
+from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
-from broker.metadata._codec import decode_batch, encode_batch
-from broker.metadata._image import MetadataImage
-from broker.metadata._records import MetadataRecord, RecordBatch
-from broker.metadata._sources import Snapshot, next_batch
-from broker.metadata._tasks import Notifier
+from broker.metadata import MetadataImage
+from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
+from broker.metadata.sources._source import Snapshot, next_batch
 
-__all__ = ["FileRecordLog", "RecoveryReport"]
+__all__ = ["FileRecordLog", "FsyncPolicy", "RecoveryReport"]
 
 logger = structlog.get_logger(__name__)
 
 FsyncPolicy = Literal["always", "never"]
+"""``always``: an append is acknowledged once on disk; ``never``: once written."""
 SEGMENT_SUFFIX = ".log"
 SNAPSHOT_SUFFIX = ".snapshot"
 SNAPSHOTS_KEPT = 2

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Self
 
 import anyio
 from anyio.lowlevel import EventLoopToken, current_token
 
 from broker.errors import HolderClosedError
-from broker.metadata._image import MetadataImage
-from broker.metadata._refcount import Lease
-
-if TYPE_CHECKING:
-    from broker.metadata._publisher import MetadataUpdate
+from broker.metadata import Lease, MetadataImage
+from broker.metadata.pipeline._updates import MetadataUpdate
 
 __all__ = ["HoldingConsumer", "ImageHolder"]
 
@@ -90,7 +87,7 @@ class ImageHolder:
                 waiter.wake()
 
     def lease(self) -> Lease[MetadataImage]:
-        """Retain the current image and hand it out; ``with holder.lease() as image:``."""
+        """Retain the current image and hand it out: ``with holder.lease() as image:``."""
         with self._lock:
             if self._closed:
                 raise HolderClosedError(f"holder {self.name!r} is closed")
@@ -99,11 +96,11 @@ class ImageHolder:
             image.retain()
         return Lease(image)
 
-    async def wait_lease(self, min_offset: int = 0) -> Lease[MetadataImage]:
+    async def wait_for_offset(self, min_offset: int) -> Lease[MetadataImage]:
         """Wait until the held image reaches ``min_offset``, then lease it.
 
-        ``with await holder.wait_lease(n) as image:``. Holds no image while it waits;
-        cancelled (e.g. by ``anyio.fail_after``), it retains nothing.
+        ``with await holder.wait_for_offset(n) as image:``. Holds no image while it
+        waits; cancelled (e.g. by ``anyio.fail_after``), it retains nothing.
         """
         while True:
             with self._lock:
@@ -165,14 +162,23 @@ class HoldingConsumer:
         return self._holder.offset
 
     async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        """Hold the new image (retain new, swap, release old)."""
         self._holder.set(update.image)
 
     def lease(self) -> Lease[MetadataImage]:
+        """The held image, retained for the caller: ``with consumer.lease() as image:``."""
         return self._holder.lease()
 
     async def wait_for_offset(self, offset: int) -> Lease[MetadataImage]:
-        return await self._holder.wait_lease(offset)
+        """Wait until the held image reaches ``offset``, then lease it."""
+        return await self._holder.wait_for_offset(offset)
 
     def close(self) -> None:
         """Release the held image; idempotent."""
         self._holder.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

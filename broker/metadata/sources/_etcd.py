@@ -24,18 +24,12 @@ protobuf 4) and python-etcd3 (synchronous, unmaintained).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import struct
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
@@ -44,26 +38,24 @@ import anyio.lowlevel
 import structlog
 from grpc import aio as grpc_aio
 
+from broker._tasks import single_cause
 from broker.errors import (
     BrokerError,
-    ConfigurationError,
     CorruptRecordError,
     SnapshotRequiredError,
     WriterFencedError,
 )
-from broker.metadata._codec import decode_batch, encode_batch
-from broker.metadata._image import MetadataImage
-from broker.metadata._records import MetadataRecord, RecordBatch
-from broker.metadata._sources import Snapshot, next_batch
-from broker.metadata._tasks import single_cause
+from broker.metadata import MetadataImage
+from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
+from broker.metadata.sources._etcd_url import parse_etcd_url
+from broker.metadata.sources._source import Snapshot, next_batch
 
-__all__ = ["EtcdLogStatistics", "EtcdRecordLog", "LocalEtcd", "parse_etcd_url"]
+__all__ = ["EtcdLogStatistics", "EtcdRecordLog"]
 
 logger = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 _HEAD = struct.Struct(">qqq")
-DEFAULT_PREFIX = "/broker/metadata/"
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 SNAPSHOTS_KEPT = 2
 _TRANSIENT = (
@@ -81,19 +73,6 @@ async def _recognise_cancellation() -> None:
     A checkpoint re-raises the cancellation through anyio when our scope was cancelled;
     otherwise the caller re-raises the original (a cancellation from elsewhere)."""
     await anyio.lowlevel.checkpoint()
-
-
-def parse_etcd_url(url: str) -> tuple[str, int, str]:
-    """``http://host:port/prefix`` -> (host, port, prefix); prefix defaults to /broker/metadata/."""
-    parts = urlsplit(url if "//" in url else f"http://{url}")
-    if parts.scheme not in ("http", "etcd") or not parts.hostname:
-        raise ConfigurationError(f"etcd URL {url!r} is not http://HOST:PORT[/PREFIX]")
-    try:
-        port = parts.port or 2379
-    except ValueError:
-        raise ConfigurationError(f"etcd URL {url!r} has a bad port") from None
-    prefix = parts.path if parts.path not in ("", "/") else DEFAULT_PREFIX
-    return parts.hostname, port, prefix if prefix.endswith("/") else prefix + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +93,8 @@ class _Head:
 
 @dataclass(frozen=True, slots=True)
 class EtcdLogStatistics:
+    """The etcd log's counters and state."""
+
     appends: int
     reads: int
     outages: int
@@ -465,75 +446,3 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             unavailable=self._unavailable_since is not None,
             epoch=self._epoch,
         )
-
-
-class LocalEtcd:
-    """A throwaway single-member etcd on loopback, from the ``etcd`` binary.
-
-    For tests, benchmarks and demos (``.ci/run`` installs Debian's etcd-server). It can
-    be stopped and started again on the same data directory to simulate an outage.
-    """
-
-    def __init__(self, data_dir: str | os.PathLike[str], *, binary: str | None = None) -> None:
-        found = binary or shutil.which("etcd")
-        if found is None:
-            raise ConfigurationError("etcd is not installed (Debian package etcd-server)")
-        self.binary = found
-        self.data_dir = Path(data_dir)
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}{DEFAULT_PREFIX}"
-
-    def start(self, timeout: float = 20.0) -> None:
-        client = f"http://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--name=local",
-                f"--data-dir={self.data_dir}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=local={peer}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise BrokerError(
-                        f"etcd exited with status {self.process.returncode}"
-                    ) from None
-                time.sleep(0.05)  # an external process is starting: nothing to wait on but its port
-        raise BrokerError(f"etcd did not listen on port {self.client_port} within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
-
-    def __enter__(self) -> LocalEtcd:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

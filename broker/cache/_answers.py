@@ -1,10 +1,4 @@
-"""The metadata cache: METADATA answers from the newest image, one lease per request.
-
-This is where AutoMQ's bug happened (#2087): the cache checked failover for every
-partition of every METADATA response while another consumer released the image. Here
-the cache keeps its own reference in an ImageHolder (retain new, swap, release old) and
-every request leases the current image once and answers entirely from it; the response
-carries the provenance it was answered from.
+"""METADATA answers computed from one image: pure code, no event loop.
 
 Error semantics follow Kafka's KRaftMetadataCache (``kafka-kraft-metadata.md``):
 UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, LISTENER_NOT_FOUND (v6+),
@@ -31,8 +25,6 @@ from broker.cache._models import (
     AUTHORIZED_OPERATIONS_OMITTED,
     INTERNAL_TOPICS,
     MAX_METADATA_VERSION,
-    NO_LEADER_ID,
-    ZERO_UUID,
     BrokerMetadata,
     ErrorCode,
     MetadataRequest,
@@ -40,41 +32,44 @@ from broker.cache._models import (
     PartitionMetadata,
     TopicMetadata,
 )
-from broker.errors import BrokerError
 from broker.metadata import (
-    NO_LEADER,
     BrokerRegistration,
     DerivedKey,
-    HoldingConsumer,
     MetadataImage,
     PartitionRegistration,
     Provenance,
     StreamsImage,
     TopicImage,
 )
+from broker.metadata.records import NO_LEADER, ZERO_UUID
 
 __all__ = [
     "DEFAULT_LISTENER",
     "ClusterDescription",
     "DirectoryId",
-    "MetadataCache",
     "PartitionLeader",
+    "alive_brokers",
     "answer_metadata",
+    "partition_answer",
 ]
 
 DEFAULT_LISTENER = "PLAINTEXT"
+"""The listener a request is answered for unless it names another."""
 
 
 class DirectoryId:
-    """Kafka's reserved log directory ids (``DirectoryId``)."""
+    """Kafka's reserved log directory ids (``DirectoryId``); unassigned is ``ZERO_UUID``."""
 
-    UNASSIGNED = UUID(int=0)
     LOST = UUID(int=1)
+    """The replica's directory failed."""
     MIGRATING = UUID(int=2)
+    """The replica is moving between directories (counted online)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterDescription:
+    """What DescribeCluster answers: the cluster id, a controller and the live brokers."""
+
     cluster_id: str
     controller_id: int
     brokers: tuple[BrokerMetadata, ...]
@@ -83,6 +78,8 @@ class ClusterDescription:
 
 @dataclass(frozen=True, slots=True)
 class PartitionLeader:
+    """The leader a METADATA answer reports for one partition, with its error code."""
+
     error_code: ErrorCode
     leader_id: int
     leader_epoch: int
@@ -100,7 +97,7 @@ class _BrokerView:
         self.log_dirs = broker.log_dirs
 
     def has_online_dir(self, directory: UUID) -> bool:
-        if directory in (DirectoryId.UNASSIGNED, DirectoryId.MIGRATING):
+        if directory in (ZERO_UUID, DirectoryId.MIGRATING):
             return True
         if directory == DirectoryId.LOST:
             return False
@@ -153,7 +150,7 @@ class _Answer:
             replicas, isr = self._available(replicas), self._available(isr)
         leader = partition.leader
         view = self.brokers.get(leader) if leader != NO_LEADER else None
-        leader_id = NO_LEADER_ID
+        leader_id = NO_LEADER
         if view is None:
             error = ErrorCode.LEADER_NOT_AVAILABLE
         elif view.endpoint is None:
@@ -170,7 +167,7 @@ class _Answer:
             ):
                 error = ErrorCode.REPLICA_NOT_AVAILABLE
             if self.index is not None and not self._failed_over(topic.id, partition_id, partition):
-                error, leader_id = ErrorCode.LEADER_NOT_AVAILABLE, NO_LEADER_ID
+                error, leader_id = ErrorCode.LEADER_NOT_AVAILABLE, NO_LEADER
         return PartitionMetadata(
             error_code=error,
             partition_index=partition_id,
@@ -204,7 +201,7 @@ class _Answer:
         )
 
 
-def _alive(
+def alive_brokers(
     image: MetadataImage, listener: str
 ) -> tuple[tuple[BrokerMetadata, ...], tuple[int, ...]]:
     """Unfenced brokers with the listener (the broker list) and all unfenced broker ids."""
@@ -301,101 +298,35 @@ def answer_metadata(
             topics.append(topic_answer(found) if found is not None else missing)
     alive = derived.brokers.get(listener)
     if alive is None:
-        alive = derived.brokers[listener] = _alive(image, listener)
+        alive = derived.brokers[listener] = alive_brokers(image, listener)
     brokers, unfenced = alive
     return MetadataResponse(
         version=request.version,
         brokers=brokers,
         cluster_id=cluster_id if request.version >= 2 else None,
-        controller_id=(rng or random).choice(unfenced) if unfenced else NO_LEADER_ID,
+        controller_id=(rng or random).choice(unfenced) if unfenced else NO_LEADER,
         topics=tuple(topics),
         provenance=image.provenance,
     )
 
 
-class MetadataCache(HoldingConsumer):
-    """A latest-image consumer answering METADATA from its own image reference."""
-
-    def __init__(
-        self,
-        cluster_id: str,
-        *,
-        failover_check: bool = True,
-        missing_stream: MissingStreamPolicy = "skip",
-        rng: random.Random | None = None,
-        name: str = "metadata-cache",
-    ) -> None:
-        if missing_stream not in ("skip", "unavailable"):
-            raise BrokerError(
-                f"missing_stream must be 'skip' or 'unavailable', got {missing_stream!r}"
-            )
-        super().__init__(name)
-        self.cluster_id = cluster_id
-        self.failover_check = failover_check
-        self.missing_stream: MissingStreamPolicy = missing_stream
-        self._rng = rng or random.Random()
-        self.requests = 0
-
-    # METADATA ----------------------------------------------------------------------------
-
-    def metadata(
-        self, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
-    ) -> MetadataResponse:
-        """Answer one METADATA request; one lease, one image, for the whole answer."""
-        with self._holder.lease() as image:
-            return self.answer(image, request, listener=listener)
-
-    def answer(
-        self, image: MetadataImage, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
-    ) -> MetadataResponse:
-        """Answer from ``image``, which the caller holds a lease on, with this cache's settings."""
-        self.requests += 1
-        return answer_metadata(
-            image,
-            request,
-            cluster_id=self.cluster_id,
-            listener=listener,
-            failover_check=self.failover_check,
-            missing_stream=self.missing_stream,
-            rng=self._rng,
-        )
-
-    # other reads, each on one lease ---------------------------------------------------------
-
-    def topic_id(self, name: str) -> UUID | None:
-        with self._holder.lease() as image:
-            return image.topics.by_name.get(name)
-
-    def topic_name(self, topic_id: UUID) -> str | None:
-        with self._holder.lease() as image:
-            topic = image.topics.by_id.get(topic_id)
-            return topic.name if topic is not None else None
-
-    def alive_brokers(self, listener: str = DEFAULT_LISTENER) -> list[BrokerMetadata]:
-        with self._holder.lease() as image:
-            return list(_alive(image, listener)[0])
-
-    def describe_cluster(self, listener: str = DEFAULT_LISTENER) -> ClusterDescription:
-        with self._holder.lease() as image:
-            brokers, unfenced = _alive(image, listener)
-            controller = self._rng.choice(unfenced) if unfenced else NO_LEADER_ID
-            return ClusterDescription(self.cluster_id, controller, tuple(brokers), image.provenance)
-
-    def partition_leader(
-        self, topic: str, partition: int, *, listener: str = DEFAULT_LISTENER
-    ) -> PartitionLeader:
-        """The leader a METADATA request would report, with the same error semantics."""
-        with self._holder.lease() as image:
-            found = image.topics.get(topic)
-            registration = found.partitions.get(partition) if found is not None else None
-            if found is None or registration is None:
-                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                return PartitionLeader(error, NO_LEADER_ID, -1, image.provenance)
-            index = (
-                image.derived(failover_index_key(self.cluster_id)) if self.failover_check else None
-            )
-            answer = _Answer(image, MAX_METADATA_VERSION, listener, index, self.missing_stream)
-            entry = answer.partition(found, partition, registration)
-            return PartitionLeader(
-                entry.error_code, entry.leader_id, entry.leader_epoch, image.provenance
-            )
+def partition_answer(
+    image: MetadataImage,
+    topic: str,
+    partition: int,
+    *,
+    cluster_id: str,
+    listener: str = DEFAULT_LISTENER,
+    failover_check: bool = True,
+    missing_stream: MissingStreamPolicy = "skip",
+) -> PartitionLeader:
+    """The leader a METADATA request would report for one partition (pure)."""
+    found = image.topics.get(topic)
+    registration = found.partitions.get(partition) if found is not None else None
+    if found is None or registration is None:
+        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return PartitionLeader(error, NO_LEADER, -1, image.provenance)
+    index = image.derived(failover_index_key(cluster_id)) if failover_check else None
+    answer = _Answer(image, MAX_METADATA_VERSION, listener, index, missing_stream)
+    entry = answer.partition(found, partition, registration)
+    return PartitionLeader(entry.error_code, entry.leader_id, entry.leader_epoch, image.provenance)

@@ -27,28 +27,31 @@ from typing import Literal
 import anyio
 import structlog
 
-from broker.errors import BrokerError, LoaderHaltedError, ReplayError, SnapshotRequiredError
-from broker.metadata._delta import MetadataDelta
-from broker.metadata._image import MetadataImage, Provenance
-from broker.metadata._publisher import LoadManifest, MetadataPublisher
-from broker.metadata._records import (
+from broker._tasks import single_cause
+from broker.errors import ConfigurationError, LoaderHaltedError, ReplayError, SnapshotRequiredError
+from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline._publisher import MetadataPublisher
+from broker.metadata.pipeline._updates import LoadManifest
+from broker.metadata.records import (
     AbortTransactionRecord,
     BeginTransactionRecord,
     EndTransactionRecord,
     RecordBatch,
 )
-from broker.metadata._sources import RecordSource, Snapshot
-from broker.metadata._tasks import single_cause
+from broker.metadata.sources import RecordSource, Snapshot
 
-__all__ = ["LoaderStatistics", "MetadataLoader"]
+__all__ = ["LoaderStatistics", "MetadataLoader", "ReplayErrorPolicy"]
 
 logger = structlog.get_logger(__name__)
 
 ReplayErrorPolicy = Literal["skip", "halt"]
+"""What the loader does with a record that cannot replay: skip it (reported) or halt."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoaderStatistics:
+    """The loader's progress and counters."""
+
     offset: int
     """Last offset applied into an image (-1: none yet)."""
     high_water_mark: int | None
@@ -107,11 +110,13 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         name: str = "loader",
     ) -> None:
         if max_records_per_image < 1:
-            raise BrokerError(
+            raise ConfigurationError(
                 f"max_records_per_image must be at least 1, got {max_records_per_image}"
             )
         if on_replay_error not in ("skip", "halt"):
-            raise BrokerError(f"on_replay_error must be 'skip' or 'halt', got {on_replay_error!r}")
+            raise ConfigurationError(
+                f"on_replay_error must be 'skip' or 'halt', got {on_replay_error!r}"
+            )
         self.source = source
         self.publisher = publisher
         self.name = name
@@ -336,7 +341,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             if update is None:
                 # The gate opened on an image applied earlier (a snapshot at HWM-1).
                 image = self._image
-                manifest = LoadManifest("image", image.provenance, -1, 0, 0, None, 0.0)
+                manifest = LoadManifest.of_image(image)
                 await self.publisher.publish(MetadataDelta(image), image, manifest)
                 return
         if update is not None:

@@ -1,34 +1,32 @@
-"""Metadata records: the entries of the metadata log.
-
-Each record type is a frozen pydantic model that knows its Kafka ``api_key`` and
-``version``. Kafka's core types keep Apache Kafka's apiKeys; AutoMQ's types get our own
-stable ids in the 500s (AutoMQ renumbered them between releases), listed in
-``AUTOMQ_RECORD_IDS`` and the README.
-
-Field names are Kafka's, in snake case. Lists are tuples so records are hashable values.
-"""
+"""Kafka's core metadata record types, with Apache Kafka's apiKeys."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from broker.metadata.records._base import (
+    NO_LEADER,
+    NO_LEADER_CHANGE,
+    Id32,
+    Id64,
+    Int8,
+    Int16,
+    Int32,
+    Int32s,
+    Int64,
+    Level16,
+    MetadataRecord,
+    UInt16,
+    _Model,
+)
 
 __all__ = [
-    "AUTOMQ_RECORD_IDS",
-    "METADATA_VERSION_FEATURE",
-    "NO_LEADER",
-    "NO_LEADER_CHANGE",
-    "RECORD_TYPES",
     "AbortTransactionRecord",
     "AccessControlEntryRecord",
-    "AssignedS3ObjectIdRecord",
-    "AssignedStreamIdRecord",
     "BeginTransactionRecord",
     "BrokerEndpoint",
     "BrokerFeature",
@@ -41,56 +39,23 @@ __all__ = [
     "EndTransactionRecord",
     "FeatureLevelRecord",
     "FenceBrokerRecord",
-    "KVRecord",
-    "KeyValue",
     "LeaderRecoveryState",
-    "MetadataRecord",
     "NoOpRecord",
-    "NodeWALMetadataRecord",
     "PartitionChangeRecord",
     "PartitionRecord",
     "ProducerIdsRecord",
-    "RangeRecord",
-    "RecordBatch",
     "RegisterBrokerRecord",
     "RegisterControllerRecord",
     "RemoveAccessControlEntryRecord",
     "RemoveDelegationTokenRecord",
-    "RemoveKVRecord",
-    "RemoveRangeRecord",
-    "RemoveS3ObjectRecord",
-    "RemoveS3StreamObjectRecord",
-    "RemoveS3StreamRecord",
     "RemoveTopicRecord",
     "RemoveUserScramCredentialRecord",
-    "S3ObjectRecord",
-    "S3ObjectState",
-    "S3StreamObjectRecord",
-    "S3StreamRecord",
     "ScramMechanism",
-    "StreamState",
     "TopicRecord",
     "UnfenceBrokerRecord",
     "UnregisterBrokerRecord",
     "UserScramCredentialRecord",
 ]
-
-Int8 = Annotated[int, Field(ge=-(2**7), le=2**7 - 1)]
-Int16 = Annotated[int, Field(ge=-(2**15), le=2**15 - 1)]
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-UInt16 = Annotated[int, Field(ge=0, le=2**16 - 1)]
-# Non-negative ids and offsets (constraints inside Annotated win over an outer Field).
-Id32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Id64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Level16 = Annotated[int, Field(ge=0, le=2**15 - 1)]
-Int32s = tuple[Int32, ...]
-
-NO_LEADER = -1
-"""``leader`` value meaning the partition has no leader."""
-NO_LEADER_CHANGE = -2
-"""``PartitionChangeRecord.leader`` value meaning the leader did not change."""
-METADATA_VERSION_FEATURE = "metadata.version"
 
 
 class ConfigResourceType(enum.IntEnum):
@@ -105,49 +70,22 @@ class ConfigResourceType(enum.IntEnum):
 
 
 class LeaderRecoveryState(enum.IntEnum):
+    """Whether a partition's leader finished recovering after an unclean election."""
+
     RECOVERED = 0
     RECOVERING = 1
 
 
 class ScramMechanism(enum.IntEnum):
+    """The SCRAM hash of a user credential."""
+
     SCRAM_SHA_256 = 1
     SCRAM_SHA_512 = 2
 
 
-class StreamState(enum.IntEnum):
-    """AutoMQ stream state: a stream is written only while OPENED by its owner."""
-
-    OPENED = 0
-    CLOSED = 1
-
-
-class S3ObjectState(enum.IntEnum):
-    UNINITIALIZED = 0
-    PREPARED = 1
-    COMMITTED = 2
-    MARK_DESTROYED = 3
-    DESTROYED = 4
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-
-class MetadataRecord(_Model):
-    """Base of every record type; ``api_key`` and ``version`` identify the schema."""
-
-    api_key: ClassVar[int]
-    version: ClassVar[int]
-
-    @classmethod
-    def type_name(cls) -> str:
-        return cls.__name__
-
-
-# --- Kafka core records ------------------------------------------------------------
-
-
 class BrokerEndpoint(_Model):
+    """One listener a broker or controller accepts connections on."""
+
     name: str
     """Listener name, e.g. ``PLAINTEXT``."""
     host: str
@@ -157,12 +95,16 @@ class BrokerEndpoint(_Model):
 
 
 class BrokerFeature(_Model):
+    """A feature a broker supports, with the range of levels it can run."""
+
     name: str
     min_supported_version: Int16
     max_supported_version: Int16
 
 
 class RegisterBrokerRecord(MetadataRecord):
+    """A broker registers (or re-registers with a new epoch); it starts fenced."""
+
     api_key: ClassVar[int] = 0
     version: ClassVar[int] = 3
 
@@ -180,6 +122,8 @@ class RegisterBrokerRecord(MetadataRecord):
 
 
 class UnregisterBrokerRecord(MetadataRecord):
+    """A broker leaves the cluster."""
+
     api_key: ClassVar[int] = 1
     version: ClassVar[int] = 0
 
@@ -189,6 +133,8 @@ class UnregisterBrokerRecord(MetadataRecord):
 
 
 class TopicRecord(MetadataRecord):
+    """A topic is created (its partitions follow as PartitionRecords)."""
+
     api_key: ClassVar[int] = 2
     version: ClassVar[int] = 0
 
@@ -197,6 +143,8 @@ class TopicRecord(MetadataRecord):
 
 
 class PartitionRecord(MetadataRecord):
+    """A partition's whole state: replicas, ISR, leader and epochs."""
+
     api_key: ClassVar[int] = 3
     version: ClassVar[int] = 2
 
@@ -217,6 +165,8 @@ class PartitionRecord(MetadataRecord):
 
 
 class ConfigRecord(MetadataRecord):
+    """Sets (or, with ``value=None``, deletes) one dynamic config of a resource."""
+
     api_key: ClassVar[int] = 4
     version: ClassVar[int] = 0
 
@@ -249,6 +199,8 @@ class PartitionChangeRecord(MetadataRecord):
 
 
 class AccessControlEntryRecord(MetadataRecord):
+    """An ACL is created."""
+
     api_key: ClassVar[int] = 18
     version: ClassVar[int] = 0
 
@@ -263,6 +215,8 @@ class AccessControlEntryRecord(MetadataRecord):
 
 
 class FenceBrokerRecord(MetadataRecord):
+    """A broker is fenced: it may not lead or serve until unfenced."""
+
     api_key: ClassVar[int] = 7
     version: ClassVar[int] = 0
 
@@ -271,6 +225,8 @@ class FenceBrokerRecord(MetadataRecord):
 
 
 class UnfenceBrokerRecord(MetadataRecord):
+    """A fenced broker is unfenced."""
+
     api_key: ClassVar[int] = 8
     version: ClassVar[int] = 0
 
@@ -279,6 +235,8 @@ class UnfenceBrokerRecord(MetadataRecord):
 
 
 class RemoveTopicRecord(MetadataRecord):
+    """A topic is deleted, with its partitions and configs."""
+
     api_key: ClassVar[int] = 9
     version: ClassVar[int] = 0
 
@@ -286,6 +244,8 @@ class RemoveTopicRecord(MetadataRecord):
 
 
 class DelegationTokenRecord(MetadataRecord):
+    """A delegation token is created or renewed."""
+
     api_key: ClassVar[int] = 10
     version: ClassVar[int] = 0
 
@@ -299,6 +259,8 @@ class DelegationTokenRecord(MetadataRecord):
 
 
 class UserScramCredentialRecord(MetadataRecord):
+    """A user's SCRAM credential for one mechanism is set."""
+
     api_key: ClassVar[int] = 11
     version: ClassVar[int] = 0
 
@@ -311,6 +273,8 @@ class UserScramCredentialRecord(MetadataRecord):
 
 
 class FeatureLevelRecord(MetadataRecord):
+    """A finalized feature level is set (level 0 removes the feature)."""
+
     api_key: ClassVar[int] = 12
     version: ClassVar[int] = 0
 
@@ -320,12 +284,16 @@ class FeatureLevelRecord(MetadataRecord):
 
 
 class ClientQuotaEntity(_Model):
+    """One part of a quota entity (user, client id, ip), or its default."""
+
     entity_type: str
     entity_name: str | None = None
     """``None`` is the default entity."""
 
 
 class ClientQuotaRecord(MetadataRecord):
+    """Sets or removes one quota value of a client quota entity."""
+
     api_key: ClassVar[int] = 14
     version: ClassVar[int] = 0
 
@@ -336,6 +304,8 @@ class ClientQuotaRecord(MetadataRecord):
 
 
 class ProducerIdsRecord(MetadataRecord):
+    """A block of producer ids was handed out: the next free id moves on."""
+
     api_key: ClassVar[int] = 15
     version: ClassVar[int] = 0
 
@@ -345,6 +315,8 @@ class ProducerIdsRecord(MetadataRecord):
 
 
 class BrokerRegistrationChangeRecord(MetadataRecord):
+    """Fences, unfences or marks a broker in controlled shutdown, or moves its log dirs."""
+
     api_key: ClassVar[int] = 17
     version: ClassVar[int] = 2
 
@@ -359,6 +331,8 @@ class BrokerRegistrationChangeRecord(MetadataRecord):
 
 
 class RemoveAccessControlEntryRecord(MetadataRecord):
+    """An ACL is deleted."""
+
     api_key: ClassVar[int] = 19
     version: ClassVar[int] = 0
 
@@ -366,11 +340,15 @@ class RemoveAccessControlEntryRecord(MetadataRecord):
 
 
 class NoOpRecord(MetadataRecord):
+    """Carries nothing: the controller appends it to advance the log."""
+
     api_key: ClassVar[int] = 20
     version: ClassVar[int] = 0
 
 
 class RemoveUserScramCredentialRecord(MetadataRecord):
+    """A user's SCRAM credential for one mechanism is deleted."""
+
     api_key: ClassVar[int] = 22
     version: ClassVar[int] = 0
 
@@ -388,11 +366,15 @@ class BeginTransactionRecord(MetadataRecord):
 
 
 class EndTransactionRecord(MetadataRecord):
+    """Ends the open metadata transaction: its records apply together."""
+
     api_key: ClassVar[int] = 24
     version: ClassVar[int] = 0
 
 
 class AbortTransactionRecord(MetadataRecord):
+    """Aborts the open metadata transaction: its records are discarded."""
+
     api_key: ClassVar[int] = 25
     version: ClassVar[int] = 0
 
@@ -400,6 +382,8 @@ class AbortTransactionRecord(MetadataRecord):
 
 
 class RemoveDelegationTokenRecord(MetadataRecord):
+    """A delegation token is deleted."""
+
     api_key: ClassVar[int] = 26
     version: ClassVar[int] = 0
 
@@ -407,6 +391,8 @@ class RemoveDelegationTokenRecord(MetadataRecord):
 
 
 class RegisterControllerRecord(MetadataRecord):
+    """A KRaft controller registers its endpoints and features."""
+
     api_key: ClassVar[int] = 27
     version: ClassVar[int] = 0
 
@@ -414,185 +400,3 @@ class RegisterControllerRecord(MetadataRecord):
     incarnation_id: UUID
     end_points: tuple[BrokerEndpoint, ...] = ()
     features: tuple[BrokerFeature, ...] = ()
-
-
-# --- AutoMQ records (our own stable ids) -------------------------------------------
-
-
-class S3StreamRecord(MetadataRecord):
-    """Creates a stream or updates its epoch, current range index, start offset, state.
-
-    In a log an update keeps the stream's ranges and objects; a snapshot lists them
-    after the stream (see ``MetadataDelta.finish_snapshot``).
-    """
-
-    api_key: ClassVar[int] = 501
-    version: ClassVar[int] = 0
-
-    stream_id: Id64
-    epoch: Id64
-    range_index: Int32 = -1
-    start_offset: Id64 = 0
-    state: StreamState = StreamState.OPENED
-
-
-class RemoveS3StreamRecord(MetadataRecord):
-    api_key: ClassVar[int] = 502
-    version: ClassVar[int] = 0
-
-    stream_id: Id64
-
-
-class RangeRecord(MetadataRecord):
-    """A range of a stream written by one node during one stream epoch."""
-
-    api_key: ClassVar[int] = 503
-    version: ClassVar[int] = 0
-
-    stream_id: Id64
-    epoch: Id64
-    range_index: Id32
-    start_offset: Id64
-    end_offset: Id64
-    node_id: Int32
-    """The node that owns (writes) this range."""
-
-
-class RemoveRangeRecord(MetadataRecord):
-    api_key: ClassVar[int] = 504
-    version: ClassVar[int] = 0
-
-    stream_id: Id64
-    range_index: Id32
-
-
-class S3StreamObjectRecord(MetadataRecord):
-    """An object in object storage that holds ``[start_offset, end_offset)`` of a stream."""
-
-    api_key: ClassVar[int] = 505
-    version: ClassVar[int] = 0
-
-    object_id: Id64
-    stream_id: Id64
-    start_offset: Id64
-    end_offset: Id64
-    data_time_ms: Int64 = 0
-
-
-class RemoveS3StreamObjectRecord(MetadataRecord):
-    api_key: ClassVar[int] = 506
-    version: ClassVar[int] = 0
-
-    stream_id: Id64
-    object_id: Id64
-
-
-class S3ObjectRecord(MetadataRecord):
-    api_key: ClassVar[int] = 507
-    version: ClassVar[int] = 0
-
-    object_id: Id64
-    object_size: Id64 = 0
-    state: S3ObjectState
-    prepared_timestamp: Int64 = 0
-    committed_timestamp: Int64 = 0
-    expired_timestamp: Int64 = 0
-    mark_destroyed_timestamp: Int64 = 0
-
-
-class RemoveS3ObjectRecord(MetadataRecord):
-    api_key: ClassVar[int] = 508
-    version: ClassVar[int] = 0
-
-    object_id: Id64
-
-
-class NodeWALMetadataRecord(MetadataRecord):
-    api_key: ClassVar[int] = 509
-    version: ClassVar[int] = 0
-
-    node_id: Int32
-    node_epoch: Int64
-    failover_mode: bool = False
-    """True while another node takes over this node's write-ahead log."""
-
-
-class AssignedStreamIdRecord(MetadataRecord):
-    api_key: ClassVar[int] = 510
-    version: ClassVar[int] = 0
-
-    assigned_stream_id: Id64
-    """High-water mark of the stream id allocator."""
-
-
-class AssignedS3ObjectIdRecord(MetadataRecord):
-    api_key: ClassVar[int] = 511
-    version: ClassVar[int] = 0
-
-    assigned_s3_object_id: Id64
-
-
-class KeyValue(_Model):
-    key: str = Field(min_length=1)
-    value: bytes
-
-
-class KVRecord(MetadataRecord):
-    api_key: ClassVar[int] = 512
-    version: ClassVar[int] = 0
-
-    key_values: tuple[KeyValue, ...] = Field(min_length=1)
-
-
-class RemoveKVRecord(MetadataRecord):
-    api_key: ClassVar[int] = 513
-    version: ClassVar[int] = 0
-
-    keys: tuple[str, ...] = Field(min_length=1)
-
-
-def _registry() -> Mapping[int, type[MetadataRecord]]:
-    types: dict[int, type[MetadataRecord]] = {}
-    pending: list[type[MetadataRecord]] = list(MetadataRecord.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if cls.api_key in types:  # a duplicate id would silently decode as the wrong type
-            raise AssertionError(f"api_key {cls.api_key} used twice")
-        types[cls.api_key] = cls
-    return MappingProxyType(dict(sorted(types.items())))
-
-
-RECORD_TYPES: Mapping[int, type[MetadataRecord]] = _registry()
-"""Every record type by api key."""
-
-AUTOMQ_RECORD_IDS: Mapping[str, int] = MappingProxyType(
-    {cls.__name__: key for key, cls in RECORD_TYPES.items() if key >= 500}
-)
-"""The ids we assigned to AutoMQ's record types (AutoMQ itself renumbered them)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecordBatch:
-    """Records appended together; record ``i`` has offset ``base_offset + i``."""
-
-    base_offset: int
-    epoch: int
-    append_time_ms: int
-    records: tuple[MetadataRecord, ...]
-    encoded_size: int | None = field(default=None, compare=False)
-    """Bytes of the batch's frame, when it was read from an encoding (None otherwise)."""
-
-    def __post_init__(self) -> None:
-        if self.base_offset < 0:
-            raise ValueError(f"base_offset must be >= 0, got {self.base_offset}")
-        if not self.records:
-            raise ValueError("a record batch holds at least one record")
-
-    @property
-    def last_offset(self) -> int:
-        return self.base_offset + len(self.records) - 1
-
-    @property
-    def next_offset(self) -> int:
-        return self.base_offset + len(self.records)

@@ -9,28 +9,23 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from broker.metadata._image import MetadataImage
-from broker.metadata._loader import LoaderStatistics, MetadataLoader, ReplayErrorPolicy
-from broker.metadata._publisher import (
-    ConsumerStatistics,
-    DeliveryMode,
-    MetadataConsumer,
-    MetadataPublisher,
-    MetadataUpdate,
-    PublisherStatistics,
-    Subscription,
-)
-from broker.metadata._refcount import Lease
-from broker.metadata._sources import RecordLog, RecordSource
-from broker.metadata._tasks import single_cause
+from broker._tasks import single_cause
+from broker.metadata import Lease, MetadataImage
+from broker.metadata.pipeline._loader import LoaderStatistics, MetadataLoader, ReplayErrorPolicy
+from broker.metadata.pipeline._publisher import MetadataPublisher, PublisherStatistics
+from broker.metadata.pipeline._subscription import ConsumerStatistics, Subscription
+from broker.metadata.pipeline._updates import DeliveryMode, MetadataConsumer
+from broker.metadata.sources import RecordSource
 
-__all__ = ["MetadataPipeline", "PipelineStatistics", "SnapshotWriter"]
+__all__ = ["MetadataPipeline", "PipelineStatistics"]
 
 logger = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineStatistics:
+    """The loader's and the publisher's statistics together."""
+
     loader: LoaderStatistics
     publisher: PublisherStatistics
 
@@ -119,40 +114,3 @@ class MetadataPipeline(anyio.AsyncContextManagerMixin):
 
     def statistics(self) -> PipelineStatistics:
         return PipelineStatistics(self.loader.statistics(), self.publisher.statistics())
-
-
-class SnapshotWriter:
-    """A latest-image consumer that snapshots the image every ``every_records`` offsets.
-
-    It runs on its own consumer task, so writing never blocks the loader (Kafka's
-    snapshot generator queue). With ``truncate``, log below the snapshot is dropped.
-    """
-
-    def __init__(
-        self,
-        log: RecordLog,
-        *,
-        every_records: int = 100_000,
-        truncate: bool = True,
-        name: str = "snapshot-writer",
-    ) -> None:
-        self.log = log
-        self.every_records = every_records
-        self.truncate = truncate
-        self._name = name
-        self.last_offset = -1
-        self.snapshots = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def on_metadata_update(self, update: MetadataUpdate) -> None:
-        image = update.image
-        if image.offset - self.last_offset < self.every_records:
-            return
-        snapshot = await self.log.save_snapshot(image)
-        self.last_offset = snapshot.provenance.offset
-        self.snapshots += 1
-        if self.truncate:
-            await self.log.truncate_before(snapshot.provenance.offset + 1)

@@ -1,0 +1,114 @@
+"""The metadata cache: METADATA answers from the newest image, one lease per request.
+
+This is where AutoMQ's bug happened (#2087): the cache checked failover for every
+partition of every METADATA response while another consumer released the image. Here
+the cache keeps its own reference in an ImageHolder (retain new, swap, release old) and
+every request leases the current image once and answers entirely from it; the response
+carries the provenance it was answered from.
+"""
+
+from __future__ import annotations
+
+import random
+from uuid import UUID
+
+from broker.cache._answers import (
+    DEFAULT_LISTENER,
+    ClusterDescription,
+    PartitionLeader,
+    alive_brokers,
+    answer_metadata,
+    partition_answer,
+)
+from broker.cache._failover import MissingStreamPolicy
+from broker.cache._models import BrokerMetadata, MetadataRequest, MetadataResponse
+from broker.errors import ConfigurationError
+from broker.metadata import MetadataImage
+from broker.metadata.pipeline import HoldingConsumer
+from broker.metadata.records import NO_LEADER
+
+__all__ = ["MetadataCache"]
+
+
+class MetadataCache(HoldingConsumer):
+    """A latest-image consumer answering METADATA from its own image reference."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        *,
+        failover_check: bool = True,
+        missing_stream: MissingStreamPolicy = "skip",
+        rng: random.Random | None = None,
+        name: str = "metadata-cache",
+    ) -> None:
+        if missing_stream not in ("skip", "unavailable"):
+            raise ConfigurationError(
+                f"missing_stream must be 'skip' or 'unavailable', got {missing_stream!r}"
+            )
+        super().__init__(name)
+        self.cluster_id = cluster_id
+        self.failover_check = failover_check
+        self.missing_stream: MissingStreamPolicy = missing_stream
+        self._rng = rng or random.Random()
+        self.requests = 0
+
+    # METADATA ----------------------------------------------------------------------------
+
+    def metadata(
+        self, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
+    ) -> MetadataResponse:
+        """Answer one METADATA request; one lease, one image, for the whole answer."""
+        with self._holder.lease() as image:
+            return self.answer(image, request, listener=listener)
+
+    def answer(
+        self, image: MetadataImage, request: MetadataRequest, *, listener: str = DEFAULT_LISTENER
+    ) -> MetadataResponse:
+        """Answer from ``image``, which the caller holds a lease on, with this cache's settings."""
+        self.requests += 1
+        return answer_metadata(
+            image,
+            request,
+            cluster_id=self.cluster_id,
+            listener=listener,
+            failover_check=self.failover_check,
+            missing_stream=self.missing_stream,
+            rng=self._rng,
+        )
+
+    # other reads, each on one lease ---------------------------------------------------------
+
+    def topic_id(self, name: str) -> UUID | None:
+        with self._holder.lease() as image:
+            return image.topics.by_name.get(name)
+
+    def topic_name(self, topic_id: UUID) -> str | None:
+        with self._holder.lease() as image:
+            topic = image.topics.by_id.get(topic_id)
+            return topic.name if topic is not None else None
+
+    def alive_brokers(self, listener: str = DEFAULT_LISTENER) -> list[BrokerMetadata]:
+        with self._holder.lease() as image:
+            return list(alive_brokers(image, listener)[0])
+
+    def describe_cluster(self, listener: str = DEFAULT_LISTENER) -> ClusterDescription:
+        with self._holder.lease() as image:
+            brokers, unfenced = alive_brokers(image, listener)
+            controller = self._rng.choice(unfenced) if unfenced else NO_LEADER
+            return ClusterDescription(self.cluster_id, controller, tuple(brokers), image.provenance)
+
+    def partition_leader(
+        self, topic: str, partition: int, *, listener: str = DEFAULT_LISTENER
+    ) -> PartitionLeader:
+        """The leader a METADATA request would report, with the same error semantics."""
+        with self._holder.lease() as image:
+            return partition_answer(
+                image,
+                topic,
+                partition,
+                cluster_id=self.cluster_id,
+                listener=listener,
+                failover_check=self.failover_check,
+                missing_stream=self.missing_stream,
+            )

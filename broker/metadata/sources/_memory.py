@@ -1,0 +1,144 @@
+"""The in-memory source: the embedded default for tests, examples and the simulation."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+
+from broker._tasks import Notifier
+from broker.errors import BrokerError, SnapshotRequiredError
+from broker.metadata import MetadataImage, Provenance
+from broker.metadata.records import MetadataRecord, RecordBatch
+from broker.metadata.sources._source import Snapshot, next_batch
+
+__all__ = ["InMemoryRecordSource"]
+
+
+class InMemoryRecordSource:
+    """An append-only log in memory, with snapshots and retention.
+
+    ``truncate_before(offset)`` drops batches below a snapshot so a long simulation
+    does not keep every record it ever produced.
+    """
+
+    def __init__(self, name: str = "memory") -> None:
+        self._name = name
+        self._batches: list[RecordBatch] = []
+        self._bases: list[int] = []
+        self._next_offset = 0
+        self._log_start = 0
+        self._appended = Notifier()
+        self._snapshots: list[tuple[str, Provenance, bytes]] = []
+        """Encoded (compact) snapshots: the newest and one spare."""
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def log_start(self) -> int:
+        return self._log_start
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    # writing -------------------------------------------------------------------------
+
+    def append_nowait(
+        self,
+        records: Sequence[MetadataRecord],
+        *,
+        epoch: int = 1,
+        append_time_ms: int | None = None,
+    ) -> RecordBatch:
+        """Append ``records`` as one batch at the next offset; returns the batch."""
+        batch = next_batch(self._next_offset, records, epoch, append_time_ms)
+        self.append_batch_nowait(batch)
+        return batch
+
+    async def append(
+        self,
+        records: Sequence[MetadataRecord],
+        *,
+        epoch: int = 1,
+        append_time_ms: int | None = None,
+    ) -> RecordBatch:
+        """Like :meth:`append_nowait` (memory never blocks), as the RecordLog protocol has it."""
+        return self.append_nowait(records, epoch=epoch, append_time_ms=append_time_ms)
+
+    async def append_batch(self, batch: RecordBatch) -> None:
+        """Like :meth:`append_batch_nowait`, as the RecordLog protocol has it."""
+        self.append_batch_nowait(batch)
+
+    def append_batch_nowait(self, batch: RecordBatch) -> None:
+        """Append a batch built elsewhere; its base offset must be the next offset."""
+        if batch.base_offset != self._next_offset:
+            raise BrokerError(
+                f"{self._name}: batch base offset {batch.base_offset} is not the next offset "
+                f"{self._next_offset}"
+            )
+        self._batches.append(batch)
+        self._bases.append(batch.base_offset)
+        self._next_offset = batch.next_offset
+        self._appended.notify()
+
+    def extend(self, batches: Iterable[RecordBatch]) -> None:
+        """Append every batch of ``batches``, in order."""
+        for batch in batches:
+            self.append_batch_nowait(batch)
+
+    # reading -------------------------------------------------------------------------
+
+    async def high_water_mark(self) -> int:
+        return self._next_offset
+
+    async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        while start_offset >= self._next_offset:
+            await self._appended.wait()
+        if start_offset < self._log_start:
+            raise SnapshotRequiredError(start_offset, self._log_start)
+        index = bisect.bisect_right(self._bases, start_offset) - 1
+        if index < 0 or self._batches[index].base_offset != start_offset:
+            raise BrokerError(f"{self._name}: offset {start_offset} is not a batch boundary")
+        out: list[RecordBatch] = []
+        count = 0
+        for batch in self._batches[index:]:
+            if out and count + len(batch.records) > max_records:
+                break
+            out.append(batch)
+            count += len(batch.records)
+        return out
+
+    # snapshots and retention ------------------------------------------------------------
+
+    async def latest_snapshot(self) -> Snapshot | None:
+        if not self._snapshots:
+            return None
+        name, _, data = self._snapshots[-1]
+        return Snapshot.from_bytes(data, name=name)
+
+    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
+        snapshot = Snapshot.of(image, name=f"{self._name}@{image.offset}")
+        self._snapshots.append((snapshot.name, snapshot.provenance, snapshot.to_bytes()))
+        del self._snapshots[:-2]
+        return snapshot
+
+    async def truncate_before(self, offset: int) -> int:
+        """Drop batches that end before ``offset``; returns how many were dropped.
+
+        Only offsets covered by a snapshot may go: readers behind them load it.
+        """
+        covered = self._snapshots[-1][1].offset + 1 if self._snapshots else 0
+        limit = min(offset, covered)
+        dropped = 0
+        while dropped < len(self._batches) and self._batches[dropped].next_offset <= limit:
+            dropped += 1
+        if dropped:
+            del self._batches[:dropped]
+            del self._bases[:dropped]
+            self._log_start = self._bases[0] if self._bases else self._next_offset
+        return dropped

@@ -1,0 +1,130 @@
+"""Where record batches come from: the source and log protocols, and snapshots.
+
+A source hands out batches in offset order, tells the high-water mark (the offset after
+the last committed record), and keeps snapshots so a loader can start from the newest
+one instead of offset 0. A log is a source that can also be written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from broker.errors import CorruptRecordError
+from broker.metadata import MetadataImage, Provenance
+from broker.metadata.records import (
+    MetadataRecord,
+    NoOpRecord,
+    RecordBatch,
+    encode_batch,
+    iter_batches,
+)
+
+__all__ = ["SNAPSHOT_CHUNK", "RecordLog", "RecordSource", "Snapshot", "next_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An image written as records: replaying them with ``finish_snapshot`` rebuilds it."""
+
+    provenance: Provenance
+    records: tuple[MetadataRecord, ...]
+    encoded_size: int | None = None
+    name: str = "snapshot"
+
+    @classmethod
+    def of(cls, image: MetadataImage, name: str = "snapshot") -> Snapshot:
+        return cls(image.provenance, tuple(image.write()), name=name)
+
+    def to_bytes(self) -> bytes:
+        """Frames of the batch codec, each stamped with the snapshot's provenance.
+
+        The first frame carries the provenance even for an empty image (a NoOp).
+        """
+        p = self.provenance
+        chunks = [
+            self.records[i : i + SNAPSHOT_CHUNK]
+            for i in range(0, len(self.records), SNAPSHOT_CHUNK)
+        ]
+        return b"".join(
+            encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, chunk))
+            for chunk in chunks or [(NoOpRecord(),)]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, name: str) -> Snapshot:
+        """Inverse of :meth:`to_bytes`; raises CorruptRecordError."""
+        records: list[MetadataRecord] = []
+        provenance: Provenance | None = None
+        for _, batch in iter_batches(data, source=name):
+            if provenance is None:
+                provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
+            records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
+        if provenance is None:
+            raise CorruptRecordError("snapshot holds no batch", source=name)
+        return cls(provenance, tuple(records), encoded_size=len(data), name=name)
+
+
+@runtime_checkable
+class RecordSource(Protocol):
+    """Batches in offset order plus the high-water mark."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def high_water_mark(self) -> int:
+        """Offset after the last committed record (0 for an empty log)."""
+        ...
+
+    async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        """Batches from ``start_offset`` on that are available now (at least one; waits
+        while there are none), stopping once ``max_records`` records are collected.
+
+        Raises SnapshotRequiredError if ``start_offset`` is older than the log keeps.
+        """
+        ...
+
+    async def latest_snapshot(self) -> Snapshot | None:
+        """The newest snapshot to start from, if any."""
+        ...
+
+
+@runtime_checkable
+class RecordLog(RecordSource, Protocol):
+    """A source that can also be written: the synthetic controller appends to it."""
+
+    async def append(
+        self,
+        records: Sequence[MetadataRecord],
+        *,
+        epoch: int = 1,
+        append_time_ms: int | None = None,
+    ) -> RecordBatch:
+        """Append ``records`` as one batch at the next offset; returns the batch."""
+        ...
+
+    async def append_batch(self, batch: RecordBatch) -> None:
+        """Append a batch built elsewhere; its base offset must be the next offset."""
+        ...
+
+    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
+        """Write ``image`` as the newest snapshot (the caller holds it)."""
+        ...
+
+    async def truncate_before(self, offset: int) -> int:
+        """Drop log below ``offset`` that the newest snapshot covers; returns how much."""
+        ...
+
+
+SNAPSHOT_CHUNK = 1000
+"""Records per frame in an encoded snapshot."""
+
+
+def next_batch(
+    offset: int, records: Sequence[MetadataRecord], epoch: int, append_time_ms: int | None
+) -> RecordBatch:
+    """The batch a log appends at ``offset``; append time defaults to now."""
+    now = time.time_ns() // 1_000_000 if append_time_ms is None else append_time_ms
+    return RecordBatch(offset, epoch, now, tuple(records))

@@ -1,0 +1,277 @@
+"""The synthetic controller's own model of the cluster, independent of the image code.
+
+The controller emits only records that are valid against this model, and updates the
+model as it emits them. A restarted controller rebuilds the model from the image it
+resumes from (:meth:`ClusterModel.from_image`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from broker.metadata import (
+    FAILOVER_KV_KEY,
+    MetadataImage,
+    StreamMetadata,
+    decode_stream_id,
+    meta_stream_key,
+)
+from broker.metadata.records import StreamState
+
+__all__ = [
+    "BrokerModel",
+    "ClusterModel",
+    "FailoverModel",
+    "FailoverStep",
+    "PartitionModel",
+    "StreamModel",
+    "TopicModel",
+    "WorkloadConfig",
+]
+
+
+class WorkloadConfig(BaseModel):
+    """Shape of the synthetic cluster and its churn."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    seed: int = 1
+    cluster_id: str = Field(default="sim-cluster", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    brokers: int = Field(default=6, ge=1, le=1000)
+    topics: int = Field(default=50, ge=0)
+    partitions_per_topic: int = Field(default=20, ge=1)
+    replication_factor: int = Field(default=3, ge=1)
+    max_records_per_batch: int = Field(default=2000, ge=1)
+    """Larger events (a broker outage at scale) are split into several batches."""
+    listener_name: str = "PLAINTEXT"
+    failover_steps_apart: int = Field(default=4, ge=1)
+    """Churn events between two steps of a failover: how long partitions stay mid-failover."""
+
+    @model_validator(mode="after")
+    def _replication_fits(self) -> WorkloadConfig:
+        if self.replication_factor > self.brokers:
+            raise ValueError(
+                f"replication_factor ({self.replication_factor}) exceeds brokers ({self.brokers})"
+            )
+        return self
+
+    @property
+    def partitions(self) -> int:
+        """Partitions of the bootstrapped cluster."""
+        return self.topics * self.partitions_per_topic
+
+
+class FailoverStep(enum.IntEnum):
+    """Where an AutoMQ failover stands; partitions are mid-failover until it completes."""
+
+    LEADERS_MOVED = 1
+    """The node is fenced and in failover mode; its partitions have new leaders, but
+    their streams are still owned by the failed node."""
+    STREAMS_CLOSED = 2
+    """The target replayed the failed node's write-ahead log and closed its streams."""
+    STREAMS_REOPENED = 3
+    """The new leaders opened the streams with a new epoch; the next step completes."""
+
+
+@dataclass
+class BrokerModel:
+    """A broker as the controller registered it."""
+
+    id: int
+    epoch: int
+    incarnation: uuid.UUID
+    fenced: bool = True
+    shutting_down: bool = False
+
+
+@dataclass
+class StreamModel:
+    """A partition's meta stream: its ranges and committed objects."""
+
+    id: int
+    epoch: int
+    range_index: int
+    start_offset: int
+    end_offset: int
+    owner: int
+    state: StreamState = StreamState.OPENED
+    ranges: list[int] = field(default_factory=list)
+    """Indexes of the ranges the stream still has, oldest first."""
+    range_starts: dict[int, int] = field(default_factory=dict)
+    """Start offset by range index."""
+    objects: list[tuple[int, int, int]] = field(default_factory=list)
+    """(object id, start, end), oldest first."""
+
+
+@dataclass
+class PartitionModel:
+    """A partition's replicas, ISR, leader and stream."""
+
+    replicas: list[int]
+    isr: list[int]
+    leader: int
+    leader_epoch: int
+    stream: StreamModel
+
+
+@dataclass
+class TopicModel:
+    """A topic and its partitions, indexed by partition id."""
+
+    id: uuid.UUID
+    name: str
+    partitions: list[PartitionModel]
+
+
+@dataclass
+class FailoverModel:
+    """The failover in flight: which node failed, who takes over, which partitions moved."""
+
+    node: int
+    target: int
+    node_epoch: int
+    partitions: list[tuple[uuid.UUID, int]]
+    step: FailoverStep = FailoverStep.LEADERS_MOVED
+    wait: int = 0
+    """Churn events since the last step."""
+    members: set[tuple[uuid.UUID, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.members = set(self.partitions)
+
+
+@dataclass
+class ClusterModel:
+    """Brokers, topics, streams and the failover in flight, as the controller sees them."""
+
+    brokers: dict[int, BrokerModel] = field(default_factory=dict)
+    topics: dict[uuid.UUID, TopicModel] = field(default_factory=dict)
+    topic_serial: int = 0
+    """The number in the newest ``topic-NNNNN`` name."""
+    next_stream_id: int = 0
+    next_object_id: int = 0
+    failover: FailoverModel | None = None
+    failovers_completed: int = 0
+
+    # queries -------------------------------------------------------------------------
+
+    def alive(self) -> list[int]:
+        """Brokers that are unfenced and not shutting down, in registration order."""
+        return [b.id for b in self.brokers.values() if not b.fenced and not b.shutting_down]
+
+    def in_failover(self, topic_id: uuid.UUID, partition: int) -> bool:
+        """Whether the partition moved in the failover in flight."""
+        return self.failover is not None and (topic_id, partition) in self.failover.members
+
+    def topic_in_failover(self, topic: TopicModel) -> bool:
+        """Whether any partition of ``topic`` moved in the failover in flight."""
+        return self.failover is not None and any(t == topic.id for t, _ in self.failover.partitions)
+
+    def led_partitions(self, broker_id: int) -> list[tuple[TopicModel, int, PartitionModel]]:
+        """Every partition ``broker_id`` leads."""
+        return [
+            (topic, index, partition)
+            for topic in self.topics.values()
+            for index, partition in enumerate(topic.partitions)
+            if partition.leader == broker_id
+        ]
+
+    @property
+    def partition_count(self) -> int:
+        """Partitions of every topic."""
+        return sum(len(t.partitions) for t in self.topics.values())
+
+    # resume --------------------------------------------------------------------------
+
+    @classmethod
+    def from_image(cls, config: WorkloadConfig, image: MetadataImage) -> ClusterModel:
+        """The model of the cluster ``image`` holds, for a controller that resumes it.
+
+        Topics the controller did not finish creating (no partition or no meta stream
+        for one of them) are left out of the model: they stay in the image untouched.
+        """
+        model = cls()
+        for broker in image.cluster.brokers.values():
+            model.brokers[broker.id] = BrokerModel(
+                broker.id,
+                broker.epoch,
+                broker.incarnation_id,
+                fenced=broker.fenced,
+                shutting_down=broker.in_controlled_shutdown,
+            )
+        streams = image.streams.streams
+        kv = image.kv.values
+        for topic in image.topics.by_id.values():
+            if topic.name.startswith("topic-") and topic.name[6:].isdigit():
+                # Every name this controller ever used is taken, finished or not.
+                model.topic_serial = max(model.topic_serial, int(topic.name[6:]))
+            partitions = []
+            for index in range(len(topic.partitions)):
+                registration = topic.partitions.get(index)
+                value = kv.get(meta_stream_key(config.cluster_id, topic.id, index))
+                stream_id = decode_stream_id(value) if value is not None else None
+                metadata = streams.get(stream_id) if stream_id is not None else None
+                if registration is None or metadata is None:
+                    break  # not a topic this controller finished creating
+                partitions.append(
+                    PartitionModel(
+                        list(registration.replicas),
+                        list(registration.isr),
+                        registration.leader,
+                        registration.leader_epoch,
+                        _stream_model(metadata, registration.leader),
+                    )
+                )
+            else:
+                model.topics[topic.id] = TopicModel(topic.id, topic.name, partitions)
+        # A crash can cut an event after its streams or objects but before the record
+        # that moves the allocator: never hand out an id that is already taken.
+        model.next_stream_id = max(image.streams.assigned_stream_id, max(streams, default=-1)) + 1
+        objects = image.objects.objects
+        model.next_object_id = max(image.objects.assigned_object_id, max(objects, default=-1)) + 1
+        plan = kv.get(FAILOVER_KV_KEY)
+        if plan is not None:
+            model.failover = model._resume_failover(json.loads(plan))
+        return model
+
+    def _resume_failover(self, plan: dict[str, int]) -> FailoverModel:
+        node = plan["failedNodeId"]
+        affected = [
+            (topic.id, index)
+            for topic in self.topics.values()
+            for index, partition in enumerate(topic.partitions)
+            if partition.stream.state is StreamState.CLOSED or partition.stream.owner == node
+        ]
+        closed = any(
+            self.topics[t].partitions[i].stream.state is StreamState.CLOSED for t, i in affected
+        )
+        if closed:
+            step = FailoverStep.STREAMS_CLOSED
+        elif affected:
+            step = FailoverStep.LEADERS_MOVED
+        else:
+            step = FailoverStep.STREAMS_REOPENED
+        return FailoverModel(node, plan["targetNodeId"], plan["nodeEpoch"], affected, step=step)
+
+
+def _stream_model(metadata: StreamMetadata, leader: int) -> StreamModel:
+    return StreamModel(
+        metadata.stream_id,
+        metadata.epoch,
+        metadata.range_index,
+        metadata.start_offset,
+        metadata.end_offset,
+        metadata.last_range.node_id if metadata.last_range else leader,
+        metadata.state,
+        [r.range_index for r in metadata.ranges],
+        {r.range_index: r.start_offset for r in metadata.ranges},
+        sorted(
+            ((o.object_id, o.start_offset, o.end_offset) for o in metadata.objects.values()),
+            key=lambda o: o[1],
+        ),
+    )
