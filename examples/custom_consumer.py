@@ -47,18 +47,18 @@ async def main() -> None:
         WorkloadConfig(seed=3, brokers=4, topics=4, partitions_per_topic=3)
     )
     reporter = LeadershipReporter()
-    async with MetadataPipeline(source) as pipeline:
-        pipeline.add_consumer(reporter, DeliveryMode.EVERY_DELTA)
-        for batch in controller.batches(events=300):
-            source.append_batch_nowait(batch)
-            await anyio.lowlevel.checkpoint()  # let the pipeline run
-        with await reporter.holder.wait_for_offset(source.next_offset - 1):
-            pass
+    with reporter.holder:  # releases the reporter's image when done
+        async with MetadataPipeline(source) as pipeline:
+            pipeline.add_consumer(reporter, DeliveryMode.EVERY_DELTA)
+            for batch in controller.batches(events=300):
+                source.append_batch_nowait(batch)
+                await anyio.lowlevel.checkpoint()  # let the pipeline run
+            with await reporter.holder.wait_for_offset(source.next_offset - 1):
+                pass
     print(
         f"broker {WATCHED_BROKER}: became leader {reporter.became_leader} times, "
         f"lost leadership {reporter.lost_leadership} times"
     )
-    reporter.holder.close()
 
 
 if __name__ == "__main__":

@@ -22,27 +22,26 @@ async def main() -> None:
     controller = SyntheticController(config)
     source.extend(controller.batches(events=200))  # bootstrap + 200 churn events
 
-    cache = MetadataCache(config.cluster_id)
-    async with MetadataPipeline(source) as pipeline:
-        # The cache keeps only the newest image (latest-image delivery).
-        pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
-        # Wait until the cache holds the image of the whole log.
-        with await cache.wait_for_offset(source.next_offset - 1) as image:
-            print(f"image at offset {image.offset}: {len(image.topics.by_id)} topics")
+    with MetadataCache(config.cluster_id) as cache:  # its own image reference, released on exit
+        async with MetadataPipeline(source) as pipeline:
+            # The cache keeps only the newest image (latest-image delivery).
+            pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
+            # Wait until the cache holds the image of the whole log.
+            with await cache.wait_for_offset(source.next_offset - 1) as image:
+                print(f"image at offset {image.offset}: {len(image.topics.by_id)} topics")
 
-        # One METADATA request: one lease, one image, Kafka's error semantics.
-        response = cache.metadata(MetadataRequest())
-        offset, controller_id = response.provenance.offset, response.controller_id
-        print(f"answered from offset {offset}, controller {controller_id}")
-        for topic in response.topics:
-            leaders = ", ".join(
-                f"p{p.partition_index}->{p.leader_id}"
-                + ("" if p.error_code == 0 else f"({p.error_code.name})")
-                for p in topic.partitions
-            )
-            print(f"  {topic.name}: {leaders}")
-        print("brokers:", [b.node_id for b in cache.alive_brokers()])
-    cache.close()  # release the cache's own image reference
+            # One METADATA request: one lease, one image, Kafka's error semantics.
+            response = cache.metadata(MetadataRequest())
+            offset, controller_id = response.provenance.offset, response.controller_id
+            print(f"answered from offset {offset}, controller {controller_id}")
+            for topic in response.topics:
+                leaders = ", ".join(
+                    f"p{p.partition_index}->{p.leader_id}"
+                    + ("" if p.error_code == 0 else f"({p.error_code.name})")
+                    for p in topic.partitions
+                )
+                print(f"  {topic.name}: {leaders}")
+            print("brokers:", [b.node_id for b in cache.alive_brokers()])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 from broker.metadata import LeakDetectionLevel, lifetime_statistics, set_leak_detection_level
@@ -23,15 +24,13 @@ set_leak_detection_level(LeakDetectionLevel.PARANOID)
 pytest_plugins = ["pytester"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "leaks_images: the test leaks images on purpose (leak detection tests)"
-    )
-
-
 @pytest.fixture(autouse=True)
 def image_lifetime_balanced(request: pytest.FixtureRequest) -> Iterator[None]:
+    # Collect, then freeze what survived: the collection after the test then walks only
+    # what the test itself allocated, not the whole interpreter (about 3x faster here).
+    # A leak is still found: the test's images are created after the freeze.
     gc.collect()
+    gc.freeze()
     before = lifetime_statistics()
     yield
     gc.collect()
@@ -45,3 +44,11 @@ def image_lifetime_balanced(request: pytest.FixtureRequest) -> Iterator[None]:
         f"{after.live - before.live} image(s) still hold references after the test; "
         f"oldest: {after.oldest_live}"
     )
+
+
+@pytest.fixture(autouse=True)
+def structlog_defaults() -> Iterator[None]:
+    """Leave structlog unconfigured for the next test: the CLI configures it for its
+    process, and capture_logs() leaves it "configured" with the defaults."""
+    yield
+    structlog.reset_defaults()

@@ -120,6 +120,7 @@ def _loaded_after(statements: str, roots: set[str]) -> list[str]:
     return loaded
 
 
+@pytest.mark.integration
 def test_the_image_core_loads_no_event_loop_nor_io_client() -> None:
     """Importing the pure core in a fresh interpreter loads neither anyio nor the etcd
     client nor the CLI's display: the purity a grep of the source could not prove."""
@@ -127,6 +128,7 @@ def test_the_image_core_loads_no_event_loop_nor_io_client() -> None:
     assert _loaded_after(imports, {"anyio", "sniffio", "grpc", "aetcd"}) == []
 
 
+@pytest.mark.integration
 def test_the_pipeline_and_cache_load_no_etcd_client() -> None:
     imports = "import broker; broker.MetadataPipeline; broker.MetadataCache; broker.FileRecordLog"
     assert _loaded_after(imports, {"grpc", "aetcd"}) == []

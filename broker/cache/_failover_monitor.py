@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import anyio
-import structlog
 
+from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache._failover import (
     PartitionInFailover,
@@ -22,7 +22,7 @@ from broker.metadata.pipeline import HoldingConsumer, MetadataUpdate
 
 __all__ = ["FailoverMonitor", "FailoverStatistics"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 SAMPLE = 10
 """Partitions named in one monitor event; the count says how many there were."""

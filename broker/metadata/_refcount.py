@@ -9,7 +9,7 @@ retain and release. The rules (see ``automq-image-lifetime.md``):
   (``refCnt: 0, increment: 1``) naming the object and, when tracked, its recent sites.
 * Immortal objects (``MetadataImage.EMPTY``) ignore retain and release.
 * An object garbage-collected while its count is above zero leaked: it is reported once
-  (structlog warning ``image_leaked``) with the sites recorded for it.
+  (warning event ``image_leaked``, see ``broker._logging``) with the sites recorded for it.
 
 Leak tracking is sampled like Netty's ``ResourceLeakDetector``: DISABLED, SIMPLE (about
 1 in 128 objects, creation site only), ADVANCED (1 in 128, last retain/release/touch
@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, cast
 
-import structlog
-
+from broker._logging import get_logger
 from broker.errors import ConfigurationError, ImageReleasedError, ReferenceCountError
 
 __all__ = [
@@ -51,7 +50,7 @@ __all__ = [
     "set_leak_detection_level",
 ]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R", bound="RefCounted")
@@ -299,38 +298,32 @@ class RefCounted:
 
     # counting -----------------------------------------------------------------------
 
-    def retain(self) -> Self:
-        if self._immortal:
-            return self
+    def _add(self, change: int) -> int:
+        """Add ``change`` (+1 or -1) to a live count under the lock; returns the new count."""
         assert self._lock is not None
         with self._lock:
             count = self._refcnt
             if count <= 0:
                 _bump("refcount_errors")
                 raise ReferenceCountError(
-                    image=self.describe(), ref_count=count, change=1, sites=self.sites()
+                    image=self.describe(), ref_count=count, change=change, sites=self.sites()
                 )
-            self._refcnt = count + 1
+            self._refcnt = count = count + change
         if self._tracker is not None:
-            self._tracker.record("retain", count + 1)
+            self._tracker.record("retain" if change > 0 else "release", count)
+        return count
+
+    def retain(self) -> Self:
+        """Take one more reference; raises ReferenceCountError on a dead object."""
+        if not self._immortal:
+            self._add(1)
         return self
 
     def release(self) -> bool:
         """Drop one reference; returns True when this was the last one."""
         if self._immortal:
             return False
-        assert self._lock is not None
-        with self._lock:
-            count = self._refcnt
-            if count <= 0:
-                _bump("refcount_errors")
-                raise ReferenceCountError(
-                    image=self.describe(), ref_count=count, change=-1, sites=self.sites()
-                )
-            self._refcnt = count - 1
-        if self._tracker is not None:
-            self._tracker.record("release", count - 1)
-        if count == 1:
+        if self._add(-1) == 0:
             self._deallocate()
             return True
         return False

@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import structlog
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache
 from broker.errors import ConfigurationError, ProtocolError
@@ -42,7 +42,7 @@ from broker.server._protocol import (
 
 __all__ = ["ALL_TOPICS_RESPONSES", "KafkaListener", "ListenerStatistics"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
 _INT32 = struct.Struct(">i")

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
-import structlog
 from anyio.lowlevel import checkpoint
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker._gc import tune_gc
+from broker._logging import get_logger
 from broker.cache import (
     FailoverMonitor,
     MetadataCache,
@@ -61,7 +61,7 @@ __all__ = [
     "image_fingerprint",
 ]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 class SimulationConfig(BaseModel):

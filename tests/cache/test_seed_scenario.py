@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 import anyio
+import pytest
 from anyio.lowlevel import checkpoint
 
 from broker.cache import (
@@ -84,6 +85,7 @@ def answered(response: MetadataResponse) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 async def test_seed_scenario_two_hundred_readers_twenty_thousand_images() -> None:
     base = lifetime_statistics()
     source = InMemoryRecordSource()

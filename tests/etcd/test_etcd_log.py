@@ -15,6 +15,9 @@ from broker.sim import SyntheticController, WorkloadConfig, image_fingerprint
 from tests.etcd.conftest import EtcdServer
 from tests.helpers import RecordingConsumer, replay_batches
 
+pytestmark = pytest.mark.integration
+
+
 CONFIG = WorkloadConfig(seed=21, topics=5, partitions_per_topic=2)
 
 

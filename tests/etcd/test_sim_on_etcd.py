@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.etcd.conftest import EtcdServer
+
+pytestmark = pytest.mark.integration
+
 
 SMALL = ["--topics", "4", "--partitions-per-topic", "2", "--clients", "2", "--no-live"]
 

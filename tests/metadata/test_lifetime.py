@@ -279,6 +279,7 @@ def test_advanced_level_records_recent_sites_of_sampled_images(
     assert len(sites) == _refcount.ADVANCED_RECORDS + 1
 
 
+@pytest.mark.integration
 def test_level_comes_from_the_environment() -> None:
     code = "from broker.metadata import get_leak_detection_level as g; print(g().name)"
     env = {**os.environ, "BROKER_LEAK_DETECTION": "Advanced"}

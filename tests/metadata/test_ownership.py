@@ -179,6 +179,7 @@ async def test_the_holder_protocol_survives_100k_interleaved_operations() -> Non
     assert lifetime_statistics().reference_count_errors == base.reference_count_errors
 
 
+@pytest.mark.integration
 def test_the_suite_fails_a_test_that_leaks_an_image(pytester: pytest.Pytester) -> None:
     pytester.makeconftest((Path(__file__).parents[1] / "conftest.py").read_text())
     pytester.makepyfile(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import anyio
+import pytest
 from anyio.lowlevel import checkpoint
 
 from broker.metadata import lifetime_statistics
@@ -39,6 +40,7 @@ class StreamManagerLike:
         self.updates += 1
 
 
+@pytest.mark.slow
 async def test_ten_thousand_batches_with_fifty_concurrent_readers() -> None:
     base = lifetime_statistics()
     source = InMemoryRecordSource()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.server.cluster import failover_completed, failover_started, served_cluster
+
+pytestmark = pytest.mark.integration
 
 
 def kafka_python_view(port: int) -> tuple[set[str], set[int], int | None]:

@@ -7,6 +7,7 @@ import struct
 import threading
 from typing import Any
 
+import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,8 @@ from broker.server import (
     metadata_request_body,
 )
 from tests.server.cluster import blocking_call, served_cluster
+
+pytestmark = pytest.mark.integration
 
 
 def valid_frames() -> list[bytes]:

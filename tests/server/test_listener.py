@@ -21,6 +21,8 @@ from broker.server import (
 )
 from tests.server.cluster import CLUSTER, RawClient, blocking_call, failover_started, served_cluster
 
+pytestmark = pytest.mark.integration
+
 
 def api_versions_body(version: int) -> object:
     from kio.index import load_request_schema

@@ -98,6 +98,7 @@ def test_bad_options_exit_2_with_one_line(
     assert "Traceback" not in err
 
 
+@pytest.mark.integration
 def test_a_corrupt_log_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     assert run(tmp_path, "--log-dir", str(log_dir), "--events", "50")[0] == 0
@@ -126,6 +127,7 @@ def test_a_corrupt_log_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_the_module_and_the_console_script_run(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "broker.sim", *SMALL, "--events", "20", "--json", "-"],
@@ -139,6 +141,7 @@ def test_the_module_and_the_console_script_run(tmp_path: Path) -> None:
     assert summary["healthy"] is True
 
 
+@pytest.mark.integration
 async def test_listen_serves_real_clients_the_simulated_cluster() -> None:
     import socket
 

@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from broker.sim import main
+
+pytestmark = pytest.mark.integration
+
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -17,6 +22,11 @@ def run_example(name: str, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_quickstart() -> None:
+    out = run_example("quickstart.py")
+    assert out.splitlines() == ["topics: ['orders']", "{'orders': [1]}"]
 
 
 def test_embed_pipeline() -> None:

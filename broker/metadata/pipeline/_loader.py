@@ -8,7 +8,7 @@ it into the next image and hands the image to the publisher. The rules it follow
   has reached HWM-1 and at least one record was read (KAFKA-14857, KAFKA-15389).
 * When behind it groups consecutive batches into one delta, bounded by
   ``max_records_per_image``; one image per group, with a manifest.
-* A record that fails to replay is reported (structlog ``replay_error`` with offset,
+* A record that fails to replay is reported (event ``replay_error`` with offset,
   record type and reason) and skipped, or halts the loader when ``on_replay_error`` is
   ``"halt"``; an image never contains a half-applied record.
 * Records between BeginTransaction and EndTransaction land in one image;
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import anyio
-import structlog
 
+from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import ConfigurationError, LoaderHaltedError, ReplayError, SnapshotRequiredError
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
@@ -42,7 +42,7 @@ from broker.metadata.sources import RecordSource, Snapshot
 
 __all__ = ["LoaderStatistics", "MetadataLoader", "ReplayErrorPolicy"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 ReplayErrorPolicy = Literal["skip", "halt"]
 """What the loader does with a record that cannot replay: skip it (reported) or halt."""

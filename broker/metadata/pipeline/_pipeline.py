@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import structlog
 
+from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.metadata import Lease, MetadataImage
 from broker.metadata.pipeline._loader import LoaderStatistics, MetadataLoader, ReplayErrorPolicy
@@ -19,7 +19,7 @@ from broker.metadata.sources import RecordSource
 
 __all__ = ["MetadataPipeline", "PipelineStatistics"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup
 
+from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import BrokerError
 from broker.metadata import (
@@ -51,7 +51,7 @@ from broker.metadata.pipeline._updates import (
 
 __all__ = ["MetadataPublisher", "PublisherStatistics"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

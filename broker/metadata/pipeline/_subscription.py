@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import structlog
 
+from broker._logging import get_logger
 from broker.errors import ConfigurationError
 from broker.metadata import Lease, MetadataImage, release_all
 from broker.metadata.pipeline._updates import DeliveryMode, MetadataConsumer, MetadataUpdate
 
 __all__ = ["ConsumerStatistics", "Subscription"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

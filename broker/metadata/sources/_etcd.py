@@ -35,9 +35,9 @@ import aetcd
 import aetcd.exceptions
 import anyio
 import anyio.lowlevel
-import structlog
 from grpc import aio as grpc_aio
 
+from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import (
     BrokerError,
@@ -52,7 +52,7 @@ from broker.metadata.sources._source import Snapshot, next_batch
 
 __all__ = ["EtcdLogStatistics", "EtcdRecordLog"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 _HEAD = struct.Struct(">qqq")

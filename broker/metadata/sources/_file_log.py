@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
-import structlog
 from anyio.lowlevel import checkpoint
 
+from broker._logging import get_logger
 from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import MetadataImage
@@ -37,7 +37,7 @@ from broker.metadata.sources._source import Snapshot, next_batch
 
 __all__ = ["FileRecordLog", "FsyncPolicy", "RecoveryReport"]
 
-logger = structlog.get_logger(__name__)
+logger = get_logger(__name__)
 
 FsyncPolicy = Literal["always", "never"]
 """``always``: an append is acknowledged once on disk; ``never``: once written."""
