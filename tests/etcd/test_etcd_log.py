@@ -49,6 +49,7 @@ async def follow(url: str, name: str, until: int, results: dict[str, str]) -> No
     consumer.close()
 
 
+@pytest.mark.slow
 async def test_three_followers_and_a_writer_converge(etcd: EtcdServer) -> None:
     controller = SyntheticController(CONFIG)
     batches = list(controller.batches(5000))
