@@ -28,7 +28,7 @@ from broker.cache import (
     MetadataRequest,
     answer_metadata,
     check_partition,
-    failover_index_key,
+    failover_state_key,
 )
 from broker.metadata import (
     Lease,
@@ -132,10 +132,10 @@ def measure(partitions: int, repeat: int) -> dict[str, float]:
             return answer_metadata(image, request, cluster_id=CLUSTER)
 
         def rebuild_index() -> object:
-            return FailoverIndex(CLUSTER, image.kv.values)
+            return FailoverIndex.build(CLUSTER, image.kv.values)
 
         warm()  # the index and the answers are built once for this image
-        index = image.derived(failover_index_key(CLUSTER))
+        index = image.derived(failover_state_key(CLUSTER)).index
         pairs = [
             (topic.id, p, partition)
             for topic in image.topics.by_id.values()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
+from broker.metadata import encode_stream_id, meta_stream_key
 from broker.metadata.records import (
     AccessControlEntryRecord,
     AssignedS3ObjectIdRecord,
@@ -486,16 +487,35 @@ def _kv(m: _Model, d: st.DataObject) -> list[MetadataRecord]:
     return [KVRecord(key_values=tuple(KeyValue(key=k, value=v) for k, v in pairs))]
 
 
+CLUSTER_ID = "prop-cluster"
+"""The cluster whose meta stream entries the ``meta_stream`` kind writes."""
+
+
+@_kind("meta_stream")
+def _meta_stream(m: _Model, d: st.DataObject) -> list[MetadataRecord]:
+    """A partition's meta stream entry (AutoMQ's KV layout), set or removed."""
+    if (topic_id := _live_topic(m, d)) is None:
+        return []
+    key = meta_stream_key(CLUSTER_ID, topic_id, d.draw(st.integers(0, 3)))
+    if d.draw(st.booleans()):
+        return [RemoveKVRecord(keys=(key,))]
+    value = encode_stream_id(d.draw(SMALL)) if d.draw(st.integers(0, 5)) else b"bad"
+    return [KVRecord(key_values=(KeyValue(key=key, value=value),))]
+
+
 KINDS = tuple(sorted(_kinds))
 
 
 @st.composite
-def record_sequences(draw: st.DrawFn, max_steps: int = 40) -> list[MetadataRecord]:
-    """A sequence of records that replays onto EMPTY without any ReplayError."""
+def record_sequences(
+    draw: st.DrawFn, max_steps: int = 40, kinds: tuple[str, ...] = KINDS
+) -> list[MetadataRecord]:
+    """A sequence of records that replays onto EMPTY without any ReplayError, drawing
+    from ``kinds`` (every kind by default)."""
     data = draw(st.data())
     model = _Model()
     records: list[MetadataRecord] = []
     for _ in range(draw(st.integers(0, max_steps))):
-        kind = draw(st.sampled_from(KINDS))
+        kind = draw(st.sampled_from(kinds))
         records += _kinds[kind](model, data)
     return records

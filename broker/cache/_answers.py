@@ -5,26 +5,33 @@ UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, LISTENER_NOT_FOUND (v6+),
 REPLICA_NOT_AVAILABLE (v0 only), offline replicas, fenced brokers left out of the broker
 list, a random alive broker as controller id. Topics asked by id that do not exist get
 UNKNOWN_TOPIC_ID, as Kafka answers since KIP-516.
+
+Answers are per-image derived state (:class:`ImageAnswers`) that follows the delta: a
+topic's answer is computed once per image on first use, and the next image keeps every
+answer the delta did not touch, by identity. A delta invalidates the topics it changed,
+the topics that name a broker whose view changed, and the topics with a partition whose
+failover verdict changed; rebuilding such a topic recomputes only its partitions that
+changed. The cost of a new image is what its delta changed, not the cluster's size.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import threading
 from dataclasses import dataclass
+from typing import NamedTuple
 from uuid import UUID
 
+from immutables import Map
+
 from broker.cache._failover import (
-    FailoverIndex,
-    FailoverStatus,
+    FailoverState,
     MissingStreamPolicy,
-    check_partition,
-    failover_index_key,
+    failover_state_key,
 )
 from broker.cache._models import (
     AUTHORIZED_OPERATIONS_OMITTED,
     INTERNAL_TOPICS,
-    MAX_METADATA_VERSION,
     BrokerMetadata,
     ErrorCode,
     MetadataRequest,
@@ -33,24 +40,27 @@ from broker.cache._models import (
     TopicMetadata,
 )
 from broker.metadata import (
-    BrokerRegistration,
+    ClusterImage,
     DerivedKey,
+    MetadataDelta,
     MetadataImage,
     PartitionRegistration,
     Provenance,
-    StreamsImage,
     TopicImage,
 )
-from broker.metadata.records import NO_LEADER, ZERO_UUID
+from broker.metadata.records import NO_LEADER, ZERO_UUID, BrokerEndpoint
 
 __all__ = [
     "DEFAULT_LISTENER",
+    "AnswerSettings",
+    "BrokerViews",
     "ClusterDescription",
     "DirectoryId",
+    "ImageAnswers",
     "PartitionLeader",
-    "alive_brokers",
     "answer_metadata",
-    "partition_answer",
+    "answers_key",
+    "version_class",
 ]
 
 DEFAULT_LISTENER = "PLAINTEXT"
@@ -64,6 +74,16 @@ class DirectoryId:
     """The replica's directory failed."""
     MIGRATING = UUID(int=2)
     """The replica is moving between directories (counted online)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSettings:
+    """How a cache answers: for which cluster and listener, and with which failover check."""
+
+    cluster_id: str
+    listener: str = DEFAULT_LISTENER
+    failover_check: bool = True
+    missing_stream: MissingStreamPolicy = "skip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +106,17 @@ class PartitionLeader:
     provenance: Provenance
 
 
-class _BrokerView:
-    """Per-request facts about one registered broker, for the listener asked about."""
+def version_class(version: int) -> int:
+    """Versions whose partition answers are the same: v0 (0), v1-5 (1), v6+ (2)."""
+    return 0 if version == 0 else (1 if version < 6 else 2)
 
-    __slots__ = ("endpoint", "fenced", "log_dirs")
 
-    def __init__(self, broker: BrokerRegistration, listener: str) -> None:
-        self.endpoint = broker.listener(listener)
-        self.fenced = broker.fenced
-        self.log_dirs = broker.log_dirs
+class _BrokerView(NamedTuple):
+    """What a registered broker looks like to one listener: all an answer reads of it."""
+
+    endpoint: BrokerEndpoint | None
+    fenced: bool
+    log_dirs: tuple[UUID, ...]
 
     def has_online_dir(self, directory: UUID) -> bool:
         if directory in (ZERO_UUID, DirectoryId.MIGRATING):
@@ -104,143 +126,338 @@ class _BrokerView:
         return not self.log_dirs or directory in self.log_dirs
 
 
-class _Answer:
-    """The state one request is answered from; every read comes from ``image``."""
+class BrokerViews:
+    """Every registered broker as one listener sees it, the broker list and unfenced ids."""
+
+    __slots__ = ("cluster", "listed", "unfenced", "views")
+
+    def __init__(self, cluster: ClusterImage, listener: str) -> None:
+        self.cluster = cluster
+        self.views = {
+            b.id: _BrokerView(b.listener(listener), b.fenced, b.log_dirs)
+            for b in cluster.brokers.values()
+        }
+        listed: list[BrokerMetadata] = []
+        unfenced: list[int] = []
+        for broker_id, broker in sorted(cluster.brokers.items()):
+            if broker.fenced:
+                continue
+            unfenced.append(broker_id)
+            endpoint = self.views[broker_id].endpoint
+            if endpoint is not None:
+                listed.append(BrokerMetadata(broker_id, endpoint.host, endpoint.port, broker.rack))
+        self.listed = tuple(listed)
+        """Unfenced brokers with the listener, by id: the broker list of an answer."""
+        self.unfenced = tuple(unfenced)
+        """Every unfenced broker id (the controller id is drawn from these)."""
+
+    def changed_since(self, other: BrokerViews) -> frozenset[int]:
+        """Brokers whose view differs from ``other``'s (registered, moved or gone)."""
+        if other is self:
+            return frozenset()
+        mine, theirs = self.views, other.views
+        return frozenset(
+            broker_id
+            for broker_id in mine.keys() | theirs.keys()
+            if mine.get(broker_id) != theirs.get(broker_id)
+        )
+
+
+class _TopicAnswer(NamedTuple):
+    """A topic's answer and what it was computed from."""
+
+    topic: TopicImage
+    metadata: TopicMetadata
+    brokers: frozenset[int]
+    """Every broker a partition of the topic names (leader, replicas, ISR)."""
+    views: BrokerViews
+    failover: FailoverState | None
+
+
+class _ClassAnswers:
+    """The answers of one version class: valid ones, and stale ones kept for reuse."""
+
+    __slots__ = ("memo", "stale")
+
+    def __init__(self, memo: Map[UUID, _TopicAnswer], stale: Map[UUID, _TopicAnswer]) -> None:
+        self.memo = memo
+        self.stale = stale
+
+
+_EMPTY_ANSWERS: Map[UUID, _TopicAnswer] = Map()
+_VERSION_CLASSES = 3
+
+
+class ImageAnswers:
+    """One image's METADATA answers for one set of :class:`AnswerSettings`.
+
+    Topic answers are filled in on first use (lookups and inserts take no lock: two
+    threads computing the same topic at once both get a correct answer, and one of them
+    is kept). :meth:`following` derives the next image's answers from these.
+    """
+
+    __slots__ = ("_classes", "_order", "failover", "settings", "views")
 
     def __init__(
         self,
-        image: MetadataImage,
-        version: int,
-        listener: str,
-        index: FailoverIndex | None,
-        missing_stream: MissingStreamPolicy,
+        settings: AnswerSettings,
+        views: BrokerViews,
+        failover: FailoverState | None,
+        classes: list[_ClassAnswers],
+        order: tuple[UUID, ...] | None = None,
     ) -> None:
-        self.version = version
-        self.brokers = {b.id: _BrokerView(b, listener) for b in image.cluster.brokers.values()}
-        self.streams: StreamsImage = image.streams
-        self.index = index
-        self.missing_stream = missing_stream
+        self.settings = settings
+        self.views = views
+        self.failover = failover
+        self._classes = classes
+        self._order = order
 
-    def _offline(self, partition: PartitionRegistration) -> tuple[int, ...]:
-        brokers = self.brokers
-        directories = partition.directories
-        offline = []
-        for i, replica in enumerate(partition.replicas):
-            view = brokers.get(replica)
-            if (
-                view is None
-                or view.endpoint is None
-                or view.fenced
-                or (i < len(directories) and not view.has_online_dir(directories[i]))
-            ):
-                offline.append(replica)
-        return tuple(offline)
-
-    def _available(self, replicas: Iterable[int]) -> tuple[int, ...]:
-        brokers = self.brokers
-        return tuple(
-            r for r in replicas if (v := brokers.get(r)) is not None and v.endpoint is not None
+    @classmethod
+    def build(cls, settings: AnswerSettings, image: MetadataImage) -> ImageAnswers:
+        """Answers of a new image with nothing computed yet."""
+        failover = (
+            image.derived(failover_state_key(settings.cluster_id))
+            if settings.failover_check
+            else None
         )
+        classes = [_ClassAnswers(_EMPTY_ANSWERS, _EMPTY_ANSWERS) for _ in range(_VERSION_CLASSES)]
+        return cls(settings, BrokerViews(image.cluster, settings.listener), failover, classes)
 
-    def partition(
-        self, topic: TopicImage, partition_id: int, partition: PartitionRegistration
+    # following the delta ---------------------------------------------------------------
+
+    def following(self, delta: MetadataDelta, image: MetadataImage) -> ImageAnswers:
+        """The answers of ``image`` (``delta`` applied to this one's image): every topic
+        answer the delta cannot have changed is kept, by identity."""
+        settings = self.settings
+        views = self.views
+        if image.cluster is not views.cluster:
+            views = BrokerViews(image.cluster, settings.listener)
+        changed_brokers = views.changed_since(self.views)
+        failover = (
+            image.derived(failover_state_key(settings.cluster_id))
+            if settings.failover_check
+            else None
+        )
+        whole_failover = failover is not None and failover.changed is None
+        invalid: set[UUID] = set(delta.changed_topics())
+        if failover is not None and failover.changed:
+            invalid.update(topic_id for topic_id, _ in failover.changed)
+        by_id = image.topics.by_id
+        classes = []
+        for answers in self._classes:
+            memo, stale = answers.memo, answers.stale
+            dropped = set(invalid)
+            if whole_failover:
+                dropped.update(memo.keys())
+            elif changed_brokers:
+                dropped.update(t for t, answer in memo.items() if answer.brokers & changed_brokers)
+            if dropped:
+                memo_changes, stale_changes = memo.mutate(), stale.mutate()
+                for topic_id in dropped:
+                    answer = memo_changes.pop(topic_id, None)
+                    if topic_id not in by_id:
+                        stale_changes.pop(topic_id, None)
+                    elif answer is not None:
+                        stale_changes[topic_id] = answer
+                memo, stale = memo_changes.finish(), stale_changes.finish()
+            classes.append(_ClassAnswers(memo, stale))
+        topics = delta.topics
+        order = self._order if topics is None or not topics.renamed() else None
+        return ImageAnswers(settings, views, failover, classes, order)
+
+    # answering -------------------------------------------------------------------------
+
+    def order(self, image: MetadataImage) -> tuple[UUID, ...]:
+        """Topic ids in name order (the order of an all-topics answer)."""
+        order = self._order
+        if order is None:
+            order = self._order = tuple(t for _, t in sorted(image.topics.by_name.items()))
+        return order
+
+    def topic(self, version: int, topic: TopicImage) -> TopicMetadata:
+        """The answer for ``topic`` (a topic of this answers' image) at ``version``."""
+        answers = self._classes[version_class(version)]
+        found = answers.memo.get(topic.id)
+        if found is not None and found.topic is topic:
+            return found.metadata
+        answer = self._topic_answer(version, topic, answers.stale.get(topic.id))
+        answers.memo = answers.memo.set(topic.id, answer)
+        return answer.metadata
+
+    def _topic_answer(
+        self, version: int, topic: TopicImage, old: _TopicAnswer | None
+    ) -> _TopicAnswer:
+        views, failover = self.views, self.failover
+        previous: dict[int, PartitionMetadata] = {}
+        changed_brokers: frozenset[int] = frozenset()
+        if old is not None:
+            previous = {p.partition_index: p for p in old.metadata.partitions}
+            changed_brokers = views.changed_since(old.views)
+        topic_id = topic.id
+        named: set[int] = set()
+        partitions: list[PartitionMetadata] = []
+        registrations = topic.partitions
+        for partition_id in sorted(registrations):
+            registration = registrations[partition_id]
+            brokers = {registration.leader, *registration.replicas, *registration.isr}
+            named |= brokers
+            answer = None
+            if (
+                old is not None
+                and old.topic.partitions.get(partition_id) is registration
+                and not (changed_brokers and changed_brokers.intersection(brokers))
+                and self._same_verdict(old.failover, topic_id, partition_id)
+            ):
+                answer = previous.get(partition_id)
+            if answer is None:
+                answer = self._partition(version, topic_id, partition_id, registration)
+            partitions.append(answer)
+        metadata = TopicMetadata(
+            name=topic.name,
+            error_code=ErrorCode.NONE,
+            topic_id=topic_id,
+            is_internal=topic.name in INTERNAL_TOPICS,
+            partitions=tuple(partitions),
+            topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
+        named.discard(NO_LEADER)
+        return _TopicAnswer(topic, metadata, frozenset(named), views, failover)
+
+    def _same_verdict(self, old: FailoverState | None, topic_id: UUID, partition: int) -> bool:
+        new = self.failover
+        if new is old or new is None or old is None:
+            return new is old
+        policy = self.settings.missing_stream
+        return new.passes(topic_id, partition, policy) == old.passes(topic_id, partition, policy)
+
+    def _partition(
+        self, version: int, topic_id: UUID, partition_id: int, partition: PartitionRegistration
     ) -> PartitionMetadata:
+        views = self.views.views
         replicas, isr = partition.replicas, partition.isr
-        if self.version == 0:  # v0 lists only replicas it can reach, and says so
-            replicas, isr = self._available(replicas), self._available(isr)
+        if version == 0:  # v0 lists only replicas it can reach, and says so
+            replicas = tuple(r for r in replicas if (v := views.get(r)) and v.endpoint)
+            isr = tuple(r for r in isr if (v := views.get(r)) and v.endpoint)
         leader = partition.leader
-        view = self.brokers.get(leader) if leader != NO_LEADER else None
+        view = views.get(leader) if leader != NO_LEADER else None
         leader_id = NO_LEADER
         if view is None:
             error = ErrorCode.LEADER_NOT_AVAILABLE
         elif view.endpoint is None:
-            error = (
-                ErrorCode.LISTENER_NOT_FOUND
-                if self.version >= 6
-                else ErrorCode.LEADER_NOT_AVAILABLE
-            )
+            error = ErrorCode.LISTENER_NOT_FOUND if version >= 6 else ErrorCode.LEADER_NOT_AVAILABLE
         else:
             error = ErrorCode.NONE
             leader_id = leader
-            if self.version == 0 and (
+            if version == 0 and (
                 len(replicas) < len(partition.replicas) or len(isr) < len(partition.isr)
             ):
                 error = ErrorCode.REPLICA_NOT_AVAILABLE
-            if self.index is not None and not self._failed_over(topic.id, partition_id, partition):
+            failover = self.failover
+            if failover is not None and not failover.passes(
+                topic_id, partition_id, self.settings.missing_stream
+            ):
                 error, leader_id = ErrorCode.LEADER_NOT_AVAILABLE, NO_LEADER
+        directories = partition.directories
+        offline = tuple(
+            replica
+            for i, replica in enumerate(partition.replicas)
+            if (v := views.get(replica)) is None
+            or v.endpoint is None
+            or v.fenced
+            or (i < len(directories) and not v.has_online_dir(directories[i]))
+        )
         return PartitionMetadata(
-            error_code=error,
-            partition_index=partition_id,
-            leader_id=leader_id,
-            leader_epoch=partition.leader_epoch,
-            replica_nodes=replicas,
-            isr_nodes=isr,
-            offline_replicas=self._offline(partition),
+            partition_id, error, leader_id, partition.leader_epoch, replicas, isr, offline
         )
 
-    def _failed_over(
-        self, topic_id: UUID, partition_id: int, partition: PartitionRegistration
-    ) -> bool:
-        assert self.index is not None
-        status, _ = check_partition(self.index, self.streams, topic_id, partition_id, partition)
-        if status is FailoverStatus.NO_META_STREAM:
-            return self.missing_stream == "skip"
-        return status is FailoverStatus.HEALTHY
+    def topics(self, image: MetadataImage, request: MetadataRequest) -> list[TopicMetadata]:
+        """The topic answers ``request`` asks for, in the order a response lists them."""
+        version = request.version
+        topics_image = image.topics
+        if request.wants_all_topics:
+            by_id = topics_image.by_id
+            return [self.topic(version, by_id[topic_id]) for topic_id in self.order(image)]
+        out: list[TopicMetadata] = []
+        seen: set[str | UUID] = set()
+        for wanted in request.topics or ():
+            by_id_request = version >= 10 and wanted.topic_id not in (None, ZERO_UUID)
+            key: str | UUID | None = wanted.topic_id if by_id_request else wanted.name
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            if by_id_request:
+                assert wanted.topic_id is not None
+                found = topics_image.by_id.get(wanted.topic_id)
+                if found is None:
+                    out.append(
+                        TopicMetadata(
+                            name=None,
+                            error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                            topic_id=wanted.topic_id,
+                        )
+                    )
+                    continue
+            else:
+                assert wanted.name is not None
+                found = topics_image.get(wanted.name)
+                if found is None:
+                    out.append(
+                        TopicMetadata(
+                            name=wanted.name, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                        )
+                    )
+                    continue
+            out.append(self.topic(version, found))
+        return out
 
-    def topic(self, topic: TopicImage) -> TopicMetadata:
-        partitions = topic.partitions
-        return TopicMetadata(
-            error_code=ErrorCode.NONE,
-            name=topic.name,
-            topic_id=topic.id,
-            is_internal=topic.name in INTERNAL_TOPICS,
-            partitions=tuple(
-                self.partition(topic, p, partitions[p]) for p in sorted(partitions.keys())
-            ),
-            topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    def controller_id(self, rng: random.Random | None = None) -> int:
+        """A random unfenced broker, as Kafka's KRaft cache answers (-1: none)."""
+        unfenced = self.views.unfenced
+        return (rng or random).choice(unfenced) if unfenced else NO_LEADER
+
+    def response(
+        self, image: MetadataImage, request: MetadataRequest, rng: random.Random | None = None
+    ) -> MetadataResponse:
+        """The whole METADATA answer for ``request``."""
+        return MetadataResponse(
+            version=request.version,
+            provenance=image.provenance,
+            brokers=self.views.listed,
+            cluster_id=self.settings.cluster_id if request.version >= 2 else None,
+            controller_id=self.controller_id(rng),
+            topics=tuple(self.topics(image, request)),
+        )
+
+    def partition_leader(self, image: MetadataImage, topic: str, partition: int) -> PartitionLeader:
+        """The leader a METADATA request (latest version) would report for one partition."""
+        found = image.topics.get(topic)
+        answers = self.topic(MAX_VERSION, found).partitions if found is not None else ()
+        answer = next((a for a in answers if a.partition_index == partition), None)
+        if answer is None:
+            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return PartitionLeader(error, NO_LEADER, -1, image.provenance)
+        return PartitionLeader(
+            answer.error_code, answer.leader_id, answer.leader_epoch, image.provenance
         )
 
 
-def alive_brokers(
-    image: MetadataImage, listener: str
-) -> tuple[tuple[BrokerMetadata, ...], tuple[int, ...]]:
-    """Unfenced brokers with the listener (the broker list) and all unfenced broker ids."""
-    listed: list[BrokerMetadata] = []
-    unfenced: list[int] = []
-    for broker_id, broker in sorted(image.cluster.brokers.items()):
-        if broker.fenced:
-            continue
-        unfenced.append(broker_id)
-        endpoint = broker.listener(listener)
-        if endpoint is not None:
-            listed.append(
-                BrokerMetadata(
-                    node_id=broker_id, host=endpoint.host, port=endpoint.port, rack=broker.rack
-                )
+MAX_VERSION = 13
+
+_answer_keys: dict[AnswerSettings, DerivedKey[ImageAnswers]] = {}
+_answer_keys_lock = threading.Lock()
+
+
+def answers_key(settings: AnswerSettings) -> DerivedKey[ImageAnswers]:
+    """The derived-state key of the answers for ``settings`` (one per settings)."""
+    with _answer_keys_lock:
+        key = _answer_keys.get(settings)
+        if key is None:
+            key = _answer_keys[settings] = DerivedKey(
+                f"metadata-answers:{settings.cluster_id}:{settings.listener}",
+                lambda image: ImageAnswers.build(settings, image),
+                lambda answers, delta, image: answers.following(delta, image),
             )
-    return tuple(listed), tuple(unfenced)
-
-
-class _ImageAnswers:
-    """Per-image derived state: answers already computed from this image.
-
-    An image never changes, so a topic's answer for a given listener and version class
-    is computed once per image however many requests ask; it goes with the image.
-    """
-
-    __slots__ = ("brokers", "topics")
-
-    def __init__(self) -> None:
-        self.topics: dict[tuple[object, ...], dict[UUID, TopicMetadata]] = {}
-        self.brokers: dict[str, tuple[tuple[BrokerMetadata, ...], tuple[int, ...]]] = {}
-
-
-ANSWERS: DerivedKey[_ImageAnswers] = DerivedKey("metadata-answers", lambda image: _ImageAnswers())
-
-
-def _version_class(version: int) -> int:
-    """Versions whose partition answers are the same: v0, v1-5, v6+."""
-    return 0 if version == 0 else (1 if version < 6 else 2)
+        return key
 
 
 def answer_metadata(
@@ -254,79 +471,5 @@ def answer_metadata(
     rng: random.Random | None = None,
 ) -> MetadataResponse:
     """The METADATA answer for ``request``, computed from ``image`` only (pure)."""
-    derived = image.derived(ANSWERS)
-    memo = derived.topics.setdefault(
-        (listener, _version_class(request.version), cluster_id, failover_check, missing_stream), {}
-    )
-    answer: _Answer | None = None
-
-    def topic_answer(topic: TopicImage) -> TopicMetadata:
-        nonlocal answer
-        found = memo.get(topic.id)
-        if found is None:
-            if answer is None:
-                index = image.derived(failover_index_key(cluster_id)) if failover_check else None
-                answer = _Answer(image, request.version, listener, index, missing_stream)
-            found = memo[topic.id] = answer.topic(topic)
-        return found
-
-    topics_image = image.topics
-    topics: list[TopicMetadata] = []
-    if request.wants_all_topics:
-        for _, topic_id in sorted(topics_image.by_name.items()):
-            topics.append(topic_answer(topics_image.by_id[topic_id]))
-    else:
-        seen: set[str | UUID] = set()
-        for wanted in request.topics or ():
-            by_id = request.version >= 10 and wanted.topic_id not in (None, ZERO_UUID)
-            key: str | UUID | None = wanted.topic_id if by_id else wanted.name
-            if key is None or key in seen:
-                continue
-            seen.add(key)
-            if by_id:
-                assert wanted.topic_id is not None
-                found = topics_image.by_id.get(wanted.topic_id)
-                missing = TopicMetadata(
-                    error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None, topic_id=wanted.topic_id
-                )
-            else:
-                assert wanted.name is not None
-                found = topics_image.get(wanted.name)
-                missing = TopicMetadata(
-                    error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=wanted.name
-                )
-            topics.append(topic_answer(found) if found is not None else missing)
-    alive = derived.brokers.get(listener)
-    if alive is None:
-        alive = derived.brokers[listener] = alive_brokers(image, listener)
-    brokers, unfenced = alive
-    return MetadataResponse(
-        version=request.version,
-        brokers=brokers,
-        cluster_id=cluster_id if request.version >= 2 else None,
-        controller_id=(rng or random).choice(unfenced) if unfenced else NO_LEADER,
-        topics=tuple(topics),
-        provenance=image.provenance,
-    )
-
-
-def partition_answer(
-    image: MetadataImage,
-    topic: str,
-    partition: int,
-    *,
-    cluster_id: str,
-    listener: str = DEFAULT_LISTENER,
-    failover_check: bool = True,
-    missing_stream: MissingStreamPolicy = "skip",
-) -> PartitionLeader:
-    """The leader a METADATA request would report for one partition (pure)."""
-    found = image.topics.get(topic)
-    registration = found.partitions.get(partition) if found is not None else None
-    if found is None or registration is None:
-        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-        return PartitionLeader(error, NO_LEADER, -1, image.provenance)
-    index = image.derived(failover_index_key(cluster_id)) if failover_check else None
-    answer = _Answer(image, MAX_METADATA_VERSION, listener, index, missing_stream)
-    entry = answer.partition(found, partition, registration)
-    return PartitionLeader(entry.error_code, entry.leader_id, entry.leader_epoch, image.provenance)
+    settings = AnswerSettings(cluster_id, listener, failover_check, missing_stream)
+    return image.derived(answers_key(settings)).response(image, request, rng)

@@ -14,18 +14,17 @@ from uuid import UUID
 
 from broker.cache._answers import (
     DEFAULT_LISTENER,
+    AnswerSettings,
     ClusterDescription,
+    ImageAnswers,
     PartitionLeader,
-    alive_brokers,
-    answer_metadata,
-    partition_answer,
+    answers_key,
 )
 from broker.cache._failover import MissingStreamPolicy
 from broker.cache._models import BrokerMetadata, MetadataRequest, MetadataResponse
 from broker.errors import ConfigurationError
-from broker.metadata import MetadataImage
+from broker.metadata import DerivedKey, MetadataImage
 from broker.metadata.pipeline import HoldingConsumer
-from broker.metadata.records import NO_LEADER
 
 __all__ = ["MetadataCache"]
 
@@ -51,7 +50,19 @@ class MetadataCache(HoldingConsumer):
         self.failover_check = failover_check
         self.missing_stream: MissingStreamPolicy = missing_stream
         self._rng = rng or random.Random()
+        self._keys: dict[str, DerivedKey[ImageAnswers]] = {}
         self.requests = 0
+
+    def settings(self, listener: str = DEFAULT_LISTENER) -> AnswerSettings:
+        """How this cache answers requests that arrive on ``listener``."""
+        return AnswerSettings(self.cluster_id, listener, self.failover_check, self.missing_stream)
+
+    def answers(self, image: MetadataImage, listener: str = DEFAULT_LISTENER) -> ImageAnswers:
+        """The answers of ``image`` (which the caller holds) for this cache's settings."""
+        key = self._keys.get(listener)
+        if key is None:
+            key = self._keys[listener] = answers_key(self.settings(listener))
+        return image.derived(key)
 
     # METADATA ----------------------------------------------------------------------------
 
@@ -67,48 +78,40 @@ class MetadataCache(HoldingConsumer):
     ) -> MetadataResponse:
         """Answer from ``image``, which the caller holds a lease on, with this cache's settings."""
         self.requests += 1
-        return answer_metadata(
-            image,
-            request,
-            cluster_id=self.cluster_id,
-            listener=listener,
-            failover_check=self.failover_check,
-            missing_stream=self.missing_stream,
-            rng=self._rng,
-        )
+        return self.answers(image, listener).response(image, request, self._rng)
 
     # other reads, each on one lease ---------------------------------------------------------
 
     def topic_id(self, name: str) -> UUID | None:
+        """The id of topic ``name`` in the current image, if it exists."""
         with self._holder.lease() as image:
             return image.topics.by_name.get(name)
 
     def topic_name(self, topic_id: UUID) -> str | None:
+        """The name of topic ``topic_id`` in the current image, if it exists."""
         with self._holder.lease() as image:
             topic = image.topics.by_id.get(topic_id)
             return topic.name if topic is not None else None
 
     def alive_brokers(self, listener: str = DEFAULT_LISTENER) -> list[BrokerMetadata]:
+        """Unfenced brokers with ``listener``, by id: the broker list of an answer."""
         with self._holder.lease() as image:
-            return list(alive_brokers(image, listener)[0])
+            return list(self.answers(image, listener).views.listed)
 
     def describe_cluster(self, listener: str = DEFAULT_LISTENER) -> ClusterDescription:
+        """What DescribeCluster answers, from the current image."""
         with self._holder.lease() as image:
-            brokers, unfenced = alive_brokers(image, listener)
-            controller = self._rng.choice(unfenced) if unfenced else NO_LEADER
-            return ClusterDescription(self.cluster_id, controller, tuple(brokers), image.provenance)
+            answers = self.answers(image, listener)
+            return ClusterDescription(
+                self.cluster_id,
+                answers.controller_id(self._rng),
+                answers.views.listed,
+                image.provenance,
+            )
 
     def partition_leader(
         self, topic: str, partition: int, *, listener: str = DEFAULT_LISTENER
     ) -> PartitionLeader:
         """The leader a METADATA request would report, with the same error semantics."""
         with self._holder.lease() as image:
-            return partition_answer(
-                image,
-                topic,
-                partition,
-                cluster_id=self.cluster_id,
-                listener=listener,
-                failover_check=self.failover_check,
-                missing_stream=self.missing_stream,
-            )
+            return self.answers(image, listener).partition_leader(image, topic, partition)

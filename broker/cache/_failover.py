@@ -11,9 +11,10 @@ Otherwise the metadata cache answers the partition LEADER_NOT_AVAILABLE so clien
 instead of reading a stream mid-failover. Partitions without a meta stream entry follow
 the cache's policy (plain Kafka: no check).
 
-The (topic, partition) -> stream id index is per-image derived state: built on first use
-from the image's KV map, kept while the image lives, and reused by the next image when
-its KV map is the very same (unchanged) object.
+Per image, a :class:`FailoverState` holds the (topic, partition) <-> stream index and the
+partitions mid-failover. It is derived state that follows the delta: the next image's
+state re-checks only the partitions whose KV entry, stream or registration the delta
+touched, so neither a new image nor a failover check ever scans every partition.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+from immutables import Map
+
 from broker.metadata import (
     BrokerRegistration,
     DerivedKey,
+    MetadataDelta,
     MetadataImage,
     NodeWALImage,
     PartitionRegistration,
     StreamMetadata,
     StreamsImage,
+    TopicImage,
     decode_stream_id,
     meta_stream_prefix,
     parse_meta_stream_key,
@@ -41,18 +46,23 @@ from broker.metadata.records import StreamState
 
 __all__ = [
     "FailoverIndex",
+    "FailoverState",
     "FailoverStatus",
     "MissingStreamPolicy",
     "PartitionInFailover",
+    "TopicPartitionKey",
     "check_partition",
     "failed_nodes",
-    "failover_index_key",
+    "failover_state_key",
     "partitions_in_failover",
 ]
 
 MissingStreamPolicy = Literal["skip", "unavailable"]
 """What a partition without a meta stream entry gets: ``skip`` (plain Kafka, no check)
 or ``unavailable`` (LEADER_NOT_AVAILABLE)."""
+
+TopicPartitionKey = tuple[UUID, int]
+"""A partition as (topic id, partition index)."""
 
 
 class FailoverStatus(enum.Enum):
@@ -67,53 +77,72 @@ class FailoverStatus(enum.Enum):
 
 
 class FailoverIndex:
-    """Meta stream id by (topic id, partition), parsed from one KV map."""
+    """Meta stream id by partition and partition by stream id, from one KV map.
 
-    __slots__ = ("by_topic", "entries", "kv")
+    Persistent maps: an index that follows a KV change shares everything else with the
+    index it came from.
+    """
 
-    def __init__(self, cluster_id: str, kv: Mapping[str, bytes]) -> None:
-        self.kv = kv
-        self.by_topic: dict[UUID, dict[int, int]] = {}
+    __slots__ = ("by_partition", "by_stream")
+
+    def __init__(
+        self,
+        by_partition: Map[TopicPartitionKey, int],
+        by_stream: Map[int, TopicPartitionKey],
+    ) -> None:
+        self.by_partition = by_partition
+        self.by_stream = by_stream
+
+    @classmethod
+    def build(cls, cluster_id: str, kv: Mapping[str, bytes]) -> FailoverIndex:
+        """The index of every meta stream entry of ``cluster_id`` in ``kv`` (a full scan)."""
         prefix = meta_stream_prefix(cluster_id)
-        entries = 0
+        by_partition: dict[TopicPartitionKey, int] = {}
         for key, value in kv.items():
             parsed = parse_meta_stream_key(prefix, key)
-            if parsed is None:
-                continue  # not a partition's meta stream entry
-            topic_id, index = parsed
-            stream_id = decode_stream_id(value)
-            if stream_id is not None:
-                self.by_topic.setdefault(topic_id, {})[index] = stream_id
-                entries += 1
-        self.entries = entries
+            stream_id = decode_stream_id(value) if parsed is not None else None
+            if parsed is not None and stream_id is not None:
+                by_partition[parsed] = stream_id
+        by_stream = {stream_id: partition for partition, stream_id in by_partition.items()}
+        return cls(Map(by_partition), Map(by_stream))
+
+    @property
+    def entries(self) -> int:
+        """Partitions with a meta stream entry."""
+        return len(self.by_partition)
 
     def stream_id(self, topic_id: UUID, partition: int) -> int | None:
-        streams = self.by_topic.get(topic_id)
-        return streams.get(partition) if streams is not None else None
+        """The meta stream id of a partition, if it has an entry."""
+        return self.by_partition.get((topic_id, partition))
 
+    def partition_of(self, stream_id: int) -> TopicPartitionKey | None:
+        """The partition whose meta stream ``stream_id`` is, if any."""
+        return self.by_stream.get(stream_id)
 
-_index_keys: dict[str, DerivedKey[FailoverIndex]] = {}
-_index_keys_lock = threading.Lock()
-
-
-def failover_index_key(cluster_id: str) -> DerivedKey[FailoverIndex]:
-    """The derived-state key of the failover index for ``cluster_id`` (one per cluster)."""
-    with _index_keys_lock:
-        key = _index_keys.get(cluster_id)
-        if key is None:
-            last: list[FailoverIndex] = []
-
-            def build(image: MetadataImage) -> FailoverIndex:
-                kv = image.kv.values
-                # Consecutive images share an unchanged KV map: reuse its index then.
-                if last and last[0].kv is kv:
-                    return last[0]
-                index = FailoverIndex(cluster_id, kv)
-                last[:] = [index]
-                return index
-
-            key = _index_keys[cluster_id] = DerivedKey(f"failover-index:{cluster_id}", build)
-        return key
+    def following(
+        self, prefix: str, kv: Mapping[str, bytes], keys: Iterable[str]
+    ) -> tuple[FailoverIndex, set[TopicPartitionKey]]:
+        """The index after the KV ``keys`` changed to what ``kv`` holds now, and the
+        partitions whose entry changed."""
+        touched: set[TopicPartitionKey] = set()
+        by_partition = self.by_partition.mutate()
+        by_stream = self.by_stream.mutate()
+        for key in keys:
+            partition = parse_meta_stream_key(prefix, key)
+            if partition is None:
+                continue
+            touched.add(partition)
+            old = by_partition.pop(partition, None)
+            if old is not None and by_stream.get(old) == partition:
+                del by_stream[old]
+            value = kv.get(key)
+            stream_id = decode_stream_id(value) if value is not None else None
+            if stream_id is not None:
+                by_partition[partition] = stream_id
+                by_stream[stream_id] = partition
+        if not touched:
+            return self, touched
+        return FailoverIndex(by_partition.finish(), by_stream.finish()), touched
 
 
 def check_partition(
@@ -153,6 +182,124 @@ class PartitionInFailover:
     """The node that still owns the stream's last range (the failed node), if known."""
 
 
+class FailoverState:
+    """One image's failover facts: the index and the partitions mid-failover."""
+
+    __slots__ = ("changed", "cluster_id", "in_failover", "index")
+
+    def __init__(
+        self,
+        cluster_id: str,
+        index: FailoverIndex,
+        in_failover: Map[TopicPartitionKey, PartitionInFailover],
+        changed: frozenset[TopicPartitionKey] | None,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.index = index
+        self.in_failover = in_failover
+        """Partitions with a meta stream that fail the check."""
+        self.changed = changed
+        """Partitions whose verdict may differ from the predecessor image's (their entry
+        or their check changed); None when this state was built cold."""
+
+    def passes(self, topic_id: UUID, partition: int, missing_stream: MissingStreamPolicy) -> bool:
+        """The verdict the cache answers with: True when the leader may be reported."""
+        key = (topic_id, partition)
+        if key in self.in_failover:
+            return False
+        return missing_stream == "skip" or key in self.index.by_partition
+
+    @classmethod
+    def build(cls, cluster_id: str, image: MetadataImage) -> FailoverState:
+        """Check every partition with a meta stream entry (a full scan: a cold image)."""
+        index = FailoverIndex.build(cluster_id, image.kv.values)
+        in_failover: dict[TopicPartitionKey, PartitionInFailover] = {}
+        topics = image.topics.by_id
+        streams = image.streams
+        for (topic_id, partition_id), _ in index.by_partition.items():
+            found = _failing(index, streams, topics.get(topic_id), topic_id, partition_id)
+            if found is not None:
+                in_failover[(topic_id, partition_id)] = found
+        return cls(cluster_id, index, Map(in_failover), None)
+
+    def following(self, delta: MetadataDelta, image: MetadataImage) -> FailoverState:
+        """The state of ``image`` (``delta`` applied to this state's image): only the
+        partitions whose KV entry, stream or registration changed are checked again."""
+        index, touched = self.index.following(
+            meta_stream_prefix(self.cluster_id), image.kv.values, delta.changed_kv_keys()
+        )
+        for stream_id in delta.changed_stream_ids():
+            for owner in (index, self.index):
+                partition = owner.partition_of(stream_id)
+                if partition is not None:
+                    touched.add(partition)
+        for topic_id, partitions in delta.changed_topics().items():
+            if partitions is None:  # created, re-created or deleted: every partition
+                for topics in (image.topics.by_id, delta.image.topics.by_id):
+                    topic = topics.get(topic_id)
+                    if topic is not None:
+                        touched.update((topic_id, p) for p in topic.partitions)
+            else:
+                touched.update((topic_id, p) for p in partitions)
+        if not touched:
+            return (
+                self
+                if index is self.index
+                else FailoverState(self.cluster_id, index, self.in_failover, frozenset())
+            )
+        in_failover = self.in_failover.mutate()
+        changed: set[TopicPartitionKey] = set()
+        topics = image.topics.by_id
+        for key in touched:
+            topic_id, partition_id = key
+            before = (key in self.in_failover, key in self.index.by_partition)
+            found = _failing(index, image.streams, topics.get(topic_id), topic_id, partition_id)
+            if found is None:
+                in_failover.pop(key, None)
+            else:
+                in_failover[key] = found
+            if before != (found is not None, key in index.by_partition):
+                changed.add(key)
+        return FailoverState(self.cluster_id, index, in_failover.finish(), frozenset(changed))
+
+
+def _failing(
+    index: FailoverIndex,
+    streams: StreamsImage,
+    topic: TopicImage | None,
+    topic_id: UUID,
+    partition_id: int,
+) -> PartitionInFailover | None:
+    """The partition as mid-failover, or None when it passes (or no longer exists)."""
+    if topic is None:
+        return None
+    partition = topic.partitions.get(partition_id)
+    if partition is None:
+        return None
+    status, stream = check_partition(index, streams, topic_id, partition_id, partition)
+    if status in (FailoverStatus.HEALTHY, FailoverStatus.NO_META_STREAM):
+        return None
+    owner = stream.ranges[-1].node_id if stream is not None and stream.ranges else None
+    return PartitionInFailover(topic.name, topic_id, partition_id, partition.leader, status, owner)
+
+
+_state_keys: dict[str, DerivedKey[FailoverState]] = {}
+_state_keys_lock = threading.Lock()
+
+
+def failover_state_key(cluster_id: str) -> DerivedKey[FailoverState]:
+    """The derived-state key of the failover state for ``cluster_id`` (one per cluster)."""
+    with _state_keys_lock:
+        key = _state_keys.get(cluster_id)
+        if key is None:
+            key = _state_keys[cluster_id] = DerivedKey(
+                f"failover-state:{cluster_id}",
+                lambda image: FailoverState.build(cluster_id, image),
+                lambda state, delta, image: state.following(delta, image),
+            )
+        return key
+
+
 def failed_nodes(brokers: Iterable[BrokerRegistration], node_wal: NodeWALImage) -> tuple[int, ...]:
     """Nodes fenced or in failover mode, sorted."""
     fenced = {b.id for b in brokers if b.fenced}
@@ -160,28 +307,10 @@ def failed_nodes(brokers: Iterable[BrokerRegistration], node_wal: NodeWALImage) 
     return tuple(sorted(fenced | failing))
 
 
-def partitions_in_failover(
-    image: MetadataImage, key: DerivedKey[FailoverIndex]
-) -> list[PartitionInFailover]:
-    """Partitions with a meta stream that fail the check, in (topic, partition) order."""
-    index = image.derived(key)
-    streams = image.streams
-    topics = image.topics.by_id
-    out: list[PartitionInFailover] = []
-    for topic_id, partitions in index.by_topic.items():
-        topic = topics.get(topic_id)
-        if topic is None:
-            continue
-        for partition_id, partition in topic.partitions.items():
-            if partition_id not in partitions:
-                continue
-            status, stream = check_partition(index, streams, topic_id, partition_id, partition)
-            if status is not FailoverStatus.HEALTHY:
-                owner = stream.ranges[-1].node_id if stream is not None and stream.ranges else None
-                out.append(
-                    PartitionInFailover(
-                        topic.name, topic_id, partition_id, partition.leader, status, owner
-                    )
-                )
-    out.sort(key=lambda p: (p.topic, p.partition))
-    return out
+def partitions_in_failover(image: MetadataImage, cluster_id: str) -> list[PartitionInFailover]:
+    """Partitions with a meta stream that fail the check, in (topic, partition) order.
+
+    Reads the image's failover state: the cost is the number of such partitions.
+    """
+    state = image.derived(failover_state_key(cluster_id))
+    return sorted(state.in_failover.values(), key=lambda p: (p.topic, p.partition))

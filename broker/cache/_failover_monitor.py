@@ -6,17 +6,17 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from uuid import UUID
 
 import anyio
+from immutables import Map
 
 from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache._failover import (
     PartitionInFailover,
+    TopicPartitionKey,
     failed_nodes,
-    failover_index_key,
-    partitions_in_failover,
+    failover_state_key,
 )
 from broker.metadata.pipeline import HoldingConsumer, MetadataUpdate
 
@@ -46,6 +46,9 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
 
     A latest-image consumer: each new image (and every ``interval`` seconds) triggers
     one check of the newest image, on a lease. ``async with monitor:`` runs its task.
+    A check compares the image's set of partitions mid-failover (derived state kept up
+    to date image by image) with the previous check's: its cost is the number of
+    partitions mid-failover, not the size of the cluster.
     """
 
     def __init__(
@@ -54,10 +57,11 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
         super().__init__(name)
         self.cluster_id = cluster_id
         self.interval = interval
-        self._key = failover_index_key(cluster_id)
+        self._key = failover_state_key(cluster_id)
         self._new_image = Notifier()
         self._checked = Notifier()
-        self._in_failover: dict[tuple[UUID, int], tuple[PartitionInFailover, float]] = {}
+        self._current: Map[TopicPartitionKey, PartitionInFailover] = Map()
+        self._since: dict[TopicPartitionKey, float] = {}
         self._checks = 0
         self._completed = 0
         self._last_offset = -1
@@ -92,24 +96,26 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
         while self._last_offset < offset:
             await self._checked.wait()
 
-    def check(self) -> list[PartitionInFailover]:
-        """Check the newest image now; returns the partitions still in failover."""
+    def check(self) -> None:
+        """Check the newest image now: log the partitions that entered or left failover."""
         with self._holder.lease() as image:
             now = time.monotonic()
-            current = partitions_in_failover(image, self._key)
+            current = image.derived(self._key).in_failover
             failed = failed_nodes(image.cluster.brokers.values(), image.node_wal)
             offset = image.offset
-        seen = {(p.topic_id, p.partition): p for p in current}
-        completed = [
-            (partition, now - since)
-            for key, (partition, since) in self._in_failover.items()
-            if key not in seen
-        ]
-        started = [p for key, p in seen.items() if key not in self._in_failover]
-        for partition, _ in completed:
-            del self._in_failover[(partition.topic_id, partition.partition)]
-        for partition in started:
-            self._in_failover[(partition.topic_id, partition.partition)] = (partition, now)
+        previous, self._current = self._current, current
+        if current is previous:
+            started: list[PartitionInFailover] = []
+            completed: list[tuple[PartitionInFailover, float]] = []
+        else:
+            started = [p for key, p in current.items() if key not in previous]
+            completed = [
+                (p, now - self._since.pop(key, now))
+                for key, p in previous.items()
+                if key not in current
+            ]
+            for partition in started:
+                self._since[(partition.topic_id, partition.partition)] = now
         self._completed += len(completed)
         # One event per check, not per partition: a node failover moves thousands.
         if started:
@@ -133,16 +139,17 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
         self._failed_nodes = failed
         self._last_offset = offset
         self._checked.notify()
-        return current
 
     def in_failover(self) -> list[PartitionInFailover]:
-        return [partition for partition, _ in self._in_failover.values()]
+        """The partitions mid-failover at the last check, in (topic, partition) order."""
+        return sorted(self._current.values(), key=lambda p: (p.topic, p.partition))
 
     def statistics(self) -> FailoverStatistics:
+        """The monitor's counters and the last check's result."""
         return FailoverStatistics(
             checks=self._checks,
             last_offset=self._last_offset,
-            partitions_in_failover=len(self._in_failover),
+            partitions_in_failover=len(self._current),
             failed_nodes=self._failed_nodes,
             completed=self._completed,
         )

@@ -14,6 +14,8 @@ a version has. What differs in *meaning* between versions is applied by the cach
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from typing import NamedTuple
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -96,16 +98,19 @@ class MetadataRequest(_Model):
 
     @classmethod
     def for_topics(cls, *names: str, version: int = MAX_METADATA_VERSION) -> MetadataRequest:
+        """A request for the topics called ``names``."""
         return cls(version=version, topics=tuple(RequestTopic(name=n) for n in names))
 
     @property
     def wants_all_topics(self) -> bool:
+        """Whether the request asks for every topic (null list; an empty one in v0)."""
         if self.topics is None:
             return True
         return self.version == 0 and not self.topics
 
 
-class BrokerMetadata(_Model):
+@dataclass(frozen=True, slots=True)
+class BrokerMetadata:
     """A live broker as METADATA lists it: id and the address of the listener asked about."""
 
     node_id: int
@@ -114,11 +119,15 @@ class BrokerMetadata(_Model):
     rack: str | None = None
 
 
-class PartitionMetadata(_Model):
-    """One partition's answer: its leader (or why there is none), replicas and ISR."""
+class PartitionMetadata(NamedTuple):
+    """One partition's answer: its leader (or why there is none), replicas and ISR.
 
-    error_code: ErrorCode = ErrorCode.NONE
+    A NamedTuple: a cold answer builds one per partition, and unchanged partitions keep
+    theirs from image to image (their encoded bytes are reused by identity).
+    """
+
     partition_index: int
+    error_code: ErrorCode = ErrorCode.NONE
     leader_id: int = NO_LEADER
     leader_epoch: int = -1
     replica_nodes: tuple[int, ...] = ()
@@ -126,31 +135,34 @@ class PartitionMetadata(_Model):
     offline_replicas: tuple[int, ...] = ()
 
 
-class TopicMetadata(_Model):
+@dataclass(frozen=True, slots=True)
+class TopicMetadata:
     """One topic's answer: its error code, id and partitions."""
 
-    error_code: ErrorCode = ErrorCode.NONE
     name: str | None
+    error_code: ErrorCode = ErrorCode.NONE
     topic_id: UUID = ZERO_UUID
     is_internal: bool = False
     partitions: tuple[PartitionMetadata, ...] = ()
     topic_authorized_operations: int = AUTHORIZED_OPERATIONS_OMITTED
 
 
-class MetadataResponse(_Model):
+@dataclass(frozen=True, slots=True)
+class MetadataResponse:
     """One METADATA answer, entirely from the image at ``provenance``."""
 
     version: int
+    provenance: Provenance
+    """The image this answer was computed from (not on the wire)."""
     throttle_time_ms: int = 0
     brokers: tuple[BrokerMetadata, ...] = ()
     cluster_id: str | None = None
     controller_id: int = NO_LEADER
     topics: tuple[TopicMetadata, ...] = ()
     cluster_authorized_operations: int = AUTHORIZED_OPERATIONS_OMITTED
-    provenance: Provenance
-    """The image this answer was computed from (not on the wire)."""
 
     def topic(self, name: str) -> TopicMetadata:
+        """The answer for topic ``name``; KeyError if the response has none."""
         for topic in self.topics:
             if topic.name == name:
                 return topic

@@ -166,7 +166,12 @@ class MetadataDelta:
     # apply -----------------------------------------------------------------------------
 
     def apply(self, provenance: Provenance) -> MetadataImage:
-        """The next image; it holds one reference, owned by the caller."""
+        """The next image; it holds one reference, owned by the caller.
+
+        Derived state of the base image whose key can follow a delta (answers, encoded
+        fragments, indexes) is carried over to the new image here, redoing only what
+        this delta touched; a snapshot's image starts with none.
+        """
         if self._snapshot and not self._finished:
             raise BrokerError(
                 "a snapshot delta must be finished (finish_snapshot()) before apply()"
@@ -178,9 +183,40 @@ class MetadataDelta:
             )
             for name in SUB_IMAGES
         }
-        return MetadataImage(provenance, **parts)
+        image = MetadataImage(provenance, **parts)
+        if not self._snapshot:
+            image.inherit_derived(base, self)
+        return image
 
     # what changed ----------------------------------------------------------------------
+
+    def changed_topics(self) -> dict[UUID, frozenset[int] | None]:
+        """Topic id -> the partitions this delta changed in it, or None when the whole
+        topic changed (created, re-created or deleted)."""
+        topics = self.topics
+        return topics.changed_topics() if topics is not None else {}
+
+    def changed_broker_ids(self) -> frozenset[int]:
+        """Brokers whose registration this delta sets, changes or removes."""
+        cluster = self.cluster
+        return frozenset(cluster.brokers.changes) if cluster is not None else frozenset()
+
+    def changed_kv_keys(self) -> frozenset[str]:
+        """Keys of the KV map this delta sets or deletes."""
+        kv = self.kv
+        return frozenset(kv.changes.changes) if kv is not None else frozenset()
+
+    def changed_stream_ids(self) -> frozenset[int]:
+        """Streams this delta creates, changes (ranges, objects, state) or removes."""
+        streams = self.streams
+        return frozenset(streams.streams.changes) if streams is not None else frozenset()
+
+    def changed_config_resources(self) -> frozenset[ConfigResource]:
+        """Config resources whose configs this delta changes (removed topics' included)."""
+        configs: ConfigurationsDelta | None = self._parts.get("configs")
+        if configs is None:
+            return frozenset()
+        return frozenset(key for key, inner in configs.changes.inner.items() if inner.changes)
 
     def created_topic_ids(self) -> frozenset[UUID]:
         topics = self.topics

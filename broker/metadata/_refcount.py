@@ -229,13 +229,26 @@ class DerivedKey(Generic[T]):
     ``obj.derived(key)`` builds the value once per object, on first use, and keeps it
     until the object's count reaches zero; then it is dropped (and ``close()``d if it
     has one). Keys compare by identity: create each key once, at module level.
+
+    A key with ``follow`` derives a new object's value from its predecessor's instead
+    of building it cold: when an object is made from a predecessor that holds a value
+    for the key (an image applied from a delta), the new object gets
+    ``follow(previous_value, change, new_object)`` at once, while the predecessor is
+    still live. A follow costs what the change touched; it must not mutate the
+    previous value, nor keep the predecessor itself alive through the new value.
     """
 
-    __slots__ = ("build", "name")
+    __slots__ = ("build", "follow", "name")
 
-    def __init__(self, name: str, build: Callable[[Any], T]) -> None:
+    def __init__(
+        self,
+        name: str,
+        build: Callable[[Any], T],
+        follow: Callable[[T, Any, Any], T] | None = None,
+    ) -> None:
         self.name = name
         self.build = build
+        self.follow = follow
 
     def __repr__(self) -> str:
         return f"DerivedKey({self.name!r})"
@@ -256,7 +269,16 @@ class RefCounted:
     Subclasses override :meth:`describe` to name themselves in errors and reports.
     """
 
-    __slots__ = ("__weakref__", "_derived", "_immortal", "_lock", "_refcnt", "_serial", "_tracker")
+    __slots__ = (
+        "__weakref__",
+        "_derived",
+        "_immortal",
+        "_lock",
+        "_pending",
+        "_refcnt",
+        "_serial",
+        "_tracker",
+    )
 
     _refcnt: int
 
@@ -264,6 +286,7 @@ class RefCounted:
         self._refcnt = 1
         self._immortal = immortal
         self._derived: dict[DerivedKey[Any], Any] | None = None
+        self._pending: tuple[dict[DerivedKey[Any], Any], object] | None = None
         if immortal:
             self._lock = None
             self._tracker = None
@@ -368,11 +391,52 @@ class RefCounted:
                     self._derived = {}
                 value = self._derived.get(key, _MISSING)
                 if value is _MISSING:
-                    value = key.build(self)
+                    value = self._make(key)
                     self._derived[key] = value
         elif self._refcnt <= 0:
             self.check_live(f"derived {key.name}")
         return cast(T, value)
+
+    def _make(self, key: DerivedKey[T]) -> T:
+        pending = self._pending
+        if pending is not None and key.follow is not None:
+            values, change = pending
+            previous = values.pop(key, _MISSING)
+            if previous is not _MISSING:
+                try:
+                    return key.follow(previous, change, self)
+                except Exception as error:
+                    if _level is LeakDetectionLevel.PARANOID:
+                        raise  # the test suite's level: a broken follow must fail loudly
+                    logger.warning(
+                        "derived_follow_failed",
+                        key=key.name,
+                        image=self.describe(),
+                        error=f"{type(error).__name__}: {error}",
+                        exc_info=error,
+                    )
+        return key.build(self)
+
+    def inherit_derived(self, predecessor: RefCounted, change: object) -> None:
+        """Follow every derived value of ``predecessor`` whose key knows how to.
+
+        Called by the creator of this object (``MetadataDelta.apply``) while both objects
+        are live and before this one is shared. A follow that needs another key's value
+        asks ``derived()`` for it and gets it followed first, whatever the order.
+        """
+        with _derived_lock:
+            source = predecessor._derived
+            if not source:
+                return
+            values = {key: value for key, value in source.items() if key.follow is not None}
+        if not values:
+            return
+        self._pending = (values, change)
+        try:
+            for key in list(values):
+                self.derived(key)
+        finally:
+            self._pending = None
 
     def has_derived(self, key: DerivedKey[Any]) -> bool:
         derived = self._derived

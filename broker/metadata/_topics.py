@@ -378,6 +378,21 @@ class TopicsDelta:
 
     # what changed --------------------------------------------------------------------
 
+    def changed_topics(self) -> dict[UUID, frozenset[int] | None]:
+        """Topic id -> the partitions this delta changed in it, or None when the whole
+        topic changed (created, re-created or deleted)."""
+        out: dict[UUID, frozenset[int] | None] = dict.fromkeys(self.deleted)
+        by_id = self.image.by_id
+        for topic_id, delta in self.changed.items():
+            base = by_id.get(topic_id)
+            whole = base is None or delta.base is not base or topic_id in self.deleted
+            out[topic_id] = None if whole else frozenset(delta.partitions)
+        return out
+
+    def renamed(self) -> bool:
+        """Whether any name now belongs to another topic, or to none (by_name changes)."""
+        return bool(self.names)
+
     def created_topic_ids(self) -> frozenset[UUID]:
         return frozenset(self.created)
 

@@ -14,12 +14,13 @@ from broker.cache import (
     AUTHORIZED_OPERATIONS_OMITTED,
     DirectoryId,
     ErrorCode,
+    FailoverIndex,
     FailoverStatus,
     MetadataRequest,
     RequestTopic,
     answer_metadata,
     check_partition,
-    failover_index_key,
+    failover_state_key,
 )
 from broker.metadata import (
     Lease,
@@ -339,7 +340,7 @@ def test_failover_rule(
     case: str, records: list[MetadataRecord], status: FailoverStatus, error: ErrorCode
 ) -> None:
     with Lease(replay_records(records, P)) as image:
-        index = image.derived(failover_index_key(CLUSTER))
+        index = FailoverIndex.build(CLUSTER, image.kv.values)
         registration = image.topics.partition(TOPIC_IDS["streamed"], 0)
         assert registration is not None
         found, _ = check_partition(index, image.streams, TOPIC_IDS["streamed"], 0, registration)
@@ -358,15 +359,15 @@ def test_missing_meta_stream_policy_unavailable() -> None:
         assert partition.error_code is ErrorCode.LEADER_NOT_AVAILABLE
 
 
-def test_the_failover_index_is_derived_state_dropped_with_the_image() -> None:
-    key = failover_index_key(CLUSTER)
+def test_the_failover_state_is_derived_state_dropped_with_the_image() -> None:
+    key = failover_state_key(CLUSTER)
     image = replay_records(streamed(*stream()), P)
     assert not image.has_derived(key)
     ask(image, "streamed")
-    index = image.derived(key)
-    assert index.stream_id(TOPIC_IDS["streamed"], 0) == STREAM
-    assert index.entries == 1
+    state = image.derived(key)
+    assert state.index.stream_id(TOPIC_IDS["streamed"], 0) == STREAM
+    assert state.index.entries == 1
     assert ask(image, "streamed") is not None
-    assert image.derived(key) is index  # built once per image
+    assert image.derived(key) is state  # built once per image
     image.release()
     assert not image.has_derived(key)

@@ -18,6 +18,7 @@ from anyio.lowlevel import checkpoint
 
 from broker.cache import (
     ErrorCode,
+    FailoverIndex,
     FailoverMonitor,
     FailoverStatus,
     MetadataCache,
@@ -25,7 +26,6 @@ from broker.cache import (
     MetadataResponse,
     StreamMetadataManager,
     check_partition,
-    failover_index_key,
     partitions_in_failover,
 )
 from broker.metadata import MetadataImage, lifetime_statistics
@@ -46,7 +46,6 @@ class Oracle:
 
     def __init__(self) -> None:
         self.expected: dict[int, dict[str, int]] = {}
-        self.key = failover_index_key(CLUSTER)
 
     @property
     def name(self) -> str:
@@ -60,7 +59,7 @@ class Oracle:
         }
 
     def topic(self, image: MetadataImage, topic_id: object) -> TopicAnswer:
-        index = image.derived(self.key)
+        index = FailoverIndex.build(CLUSTER, image.kv.values)  # not the cache's incremental one
         topic = image.topics.by_id[topic_id]  # type: ignore[index]
         rows = []
         for partition_id in sorted(topic.partitions.keys()):
@@ -134,12 +133,11 @@ async def test_seed_scenario_two_hundred_readers_twenty_thousand_images() -> Non
 
     async def failover_check_task() -> None:
         nonlocal failover_checks
-        key = failover_index_key(CLUSTER)
         while not done.is_set():
             try:
                 with cache.lease() as image:
                     await checkpoint()  # images are published meanwhile
-                    partitions_in_failover(image, key)
+                    partitions_in_failover(image, CLUSTER)
                     failover_checks += 1
             except Exception as exc:
                 errors.append(exc)
