@@ -380,7 +380,7 @@ class ImageAnswers:
         out: list[TopicMetadata] = []
         seen: set[str | UUID] = set()
         for wanted in request.topics or ():
-            by_id_request = version >= 10 and wanted.topic_id not in (None, ZERO_UUID)
+            by_id_request = version >= 12 and wanted.topic_id not in (None, ZERO_UUID)
             key: str | UUID | None = wanted.topic_id if by_id_request else wanted.name
             if key is None or key in seen:
                 continue

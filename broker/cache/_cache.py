@@ -49,7 +49,8 @@ class MetadataCache(HoldingConsumer):
         self.cluster_id = cluster_id
         self.failover_check = failover_check
         self.missing_stream: MissingStreamPolicy = missing_stream
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
+        """Draws the controller id of each answer (Kafka answers a random live broker)."""
         self._keys: dict[str, DerivedKey[ImageAnswers]] = {}
         self.requests = 0
 
@@ -78,7 +79,7 @@ class MetadataCache(HoldingConsumer):
     ) -> MetadataResponse:
         """Answer from ``image``, which the caller holds a lease on, with this cache's settings."""
         self.requests += 1
-        return self.answers(image, listener).response(image, request, self._rng)
+        return self.answers(image, listener).response(image, request, self.rng)
 
     # other reads, each on one lease ---------------------------------------------------------
 
@@ -104,7 +105,7 @@ class MetadataCache(HoldingConsumer):
             answers = self.answers(image, listener)
             return ClusterDescription(
                 self.cluster_id,
-                answers.controller_id(self._rng),
+                answers.controller_id(self.rng),
                 answers.views.listed,
                 image.provenance,
             )

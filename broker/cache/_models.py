@@ -8,7 +8,8 @@ a version has. What differs in *meaning* between versions is applied by the cach
 * v1+: ``topics=None`` means all topics, an empty list none.
 * v6+: a leader without the request's listener is LISTENER_NOT_FOUND (else
   LEADER_NOT_AVAILABLE).
-* v10+: topics may be named by id.
+* v12+: topics may be named by id only (names are nullable from v12, as in Kafka's
+  MetadataRequest builder; v10-11 carry ids but look topics up by name).
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class _Model(BaseModel):
 
 
 class RequestTopic(_Model):
-    """One topic a METADATA request asks for, by name or (v10+) by id."""
+    """One topic a METADATA request asks for, by name or (v12+) by id."""
 
     name: str | None = None
     topic_id: UUID | None = None
-    """v10+: a topic may be named by id instead of name."""
+    """v12+: a topic may be named by id instead of name."""
 
     @model_validator(mode="after")
     def _named(self) -> RequestTopic:
@@ -89,10 +90,10 @@ class MetadataRequest(_Model):
     """Ignored (no authorizer): answered with the 'omitted' value."""
 
     @model_validator(mode="after")
-    def _ids_need_v10(self) -> MetadataRequest:
-        if self.version < 10 and any(t.name is None for t in self.topics or ()):
+    def _ids_need_v12(self) -> MetadataRequest:
+        if self.version < 12 and any(t.name is None for t in self.topics or ()):
             raise ValueError(
-                f"topics named only by id need version 10 or later, not {self.version}"
+                f"topics named only by id need version 12 or later, not {self.version}"
             )
         return self
 

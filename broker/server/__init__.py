@@ -1,6 +1,12 @@
 """The Kafka wire listener: real Kafka clients fetch metadata from the broker."""
 
-from broker.server._listener import ALL_TOPICS_RESPONSES, KafkaListener, ListenerStatistics
+from broker.server._listener import KafkaListener, ListenerStatistics
+from broker.server._metadata_wire import (
+    MetadataFormat,
+    WireMetadata,
+    metadata_format,
+    wire_metadata_key,
+)
 from broker.server._protocol import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
@@ -18,13 +24,14 @@ from broker.server._protocol import (
 )
 
 __all__ = [
-    "ALL_TOPICS_RESPONSES",
     "API_VERSIONS",
     "DESCRIBE_CLUSTER",
     "METADATA",
     "SUPPORTED_VERSIONS",
     "KafkaListener",
     "ListenerStatistics",
+    "MetadataFormat",
+    "WireMetadata",
     "api_versions_response",
     "decode_request",
     "decode_response",
@@ -32,6 +39,8 @@ __all__ = [
     "encode_request",
     "encode_response",
     "metadata_body",
+    "metadata_format",
     "metadata_request",
     "metadata_request_body",
+    "wire_metadata_key",
 ]

@@ -1,8 +1,9 @@
 """A TCP listener speaking the Kafka protocol, answering from the metadata cache.
 
-Every request is answered from one leased image. The all-topics Metadata response is
-encoded once per image, listener and version (per-image derived state), so a busy
-cluster of clients asking for everything costs one encoding per image.
+Every request is answered from one leased image. Metadata responses are assembled from
+encoded fragments that are per-image derived state following the delta (see
+``_metadata_wire``): a request costs a few lookups and one concatenation, and a new
+image re-encodes only the topics its delta changed.
 
 Bad input never takes the server down: a frame with a negative or oversized length, a
 truncated frame, an unknown API key or an undecodable body closes that connection with
@@ -27,7 +28,7 @@ from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache
 from broker.errors import ConfigurationError, ProtocolError
-from broker.metadata import DerivedKey
+from broker.server._metadata_wire import wire_metadata_key
 from broker.server._protocol import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
@@ -36,21 +37,15 @@ from broker.server._protocol import (
     decode_request,
     describe_cluster_body,
     encode_response,
-    metadata_body,
     metadata_request,
 )
 
-__all__ = ["ALL_TOPICS_RESPONSES", "KafkaListener", "ListenerStatistics"]
+__all__ = ["KafkaListener", "ListenerStatistics"]
 
 logger = get_logger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
 _INT32 = struct.Struct(">i")
-
-ALL_TOPICS_RESPONSES: DerivedKey[dict[tuple[object, ...], bytes]] = DerivedKey(
-    "wire-all-topics-metadata", lambda image: {}
-)
-"""Encoded all-topics Metadata bodies of one image, by (listener, version, cache settings)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +97,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.shutdown_grace = shutdown_grace
+        self._wire_key = wire_metadata_key(cache.settings(listener_name))
         self._connections: set[_Connection] = set()
         self._socket_listener: anyio.abc.Listener[SocketStream] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -268,23 +264,9 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             raise ProtocolError(f"invalid Metadata request: {error}") from None
         cache = self.cache
         with cache.lease() as image:
-            if not request.wants_all_topics:
-                return metadata_body(
-                    cache.answer(image, request, listener=self.listener_name), version
-                )
-            encoded = image.derived(ALL_TOPICS_RESPONSES)
-            key = (
-                self.listener_name,
-                version,
-                cache.cluster_id,
-                cache.failover_check,
-                cache.missing_stream,
-            )
-            found = encoded.get(key)
-            if found is None:
-                response = cache.answer(image, request, listener=self.listener_name)
-                found = encoded[key] = metadata_body(response, version)
-            return found
+            answers = cache.answers(image, self.listener_name)
+            wire = image.derived(self._wire_key)
+            return wire.body(image, answers, request, cache.rng)
 
     def statistics(self) -> ListenerStatistics:
         return ListenerStatistics(

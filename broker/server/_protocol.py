@@ -129,10 +129,19 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
     return api_key, version, header.correlation_id, body
 
 
+@cache
+def _flexible_header(api_key: int, version: int) -> bool:
+    """Whether the response header of this API version carries tagged fields (v1)."""
+    return bool(load_response_schema(api_key, version).__header_schema__.__flexible__)
+
+
 def encode_response(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
-    """A whole response frame: size, header (the version's header schema), body."""
-    header_schema = load_response_schema(api_key, version).__header_schema__
-    header = _encode(header_schema(correlation_id=i32(correlation_id)))
+    """A whole response frame: size, header (the version's header schema), body.
+
+    The header is the correlation id, plus an empty tagged-field section in flexible
+    versions (header v1); tests check it against kio's encoding.
+    """
+    header = _INT32.pack(correlation_id) + (b"\x00" if _flexible_header(api_key, version) else b"")
     return _INT32.pack(len(header) + len(body)) + header + body
 
 
@@ -165,10 +174,10 @@ def metadata_request(body: Any, version: int) -> MetadataRequest:
         topics = tuple(
             RequestTopic(
                 name=t.name,
-                topic_id=getattr(t, "topic_id", None) if version >= 10 else None,
+                topic_id=getattr(t, "topic_id", None) if version >= 12 else None,
             )
             for t in body.topics
-            if t.name is not None or (version >= 10 and getattr(t, "topic_id", None))
+            if t.name is not None or (version >= 12 and getattr(t, "topic_id", None))
         )
     return MetadataRequest(
         version=version,

@@ -11,13 +11,13 @@ from kio.schema.errors import ErrorCode as KioErrorCode
 from structlog.testing import capture_logs
 
 from broker.server import (
-    ALL_TOPICS_RESPONSES,
     API_VERSIONS,
     DESCRIBE_CLUSTER,
     METADATA,
     SUPPORTED_VERSIONS,
     encode_request,
     metadata_request_body,
+    wire_metadata_key,
 )
 from tests.server.cluster import CLUSTER, RawClient, blocking_call, failover_started, served_cluster
 
@@ -95,23 +95,20 @@ async def test_describe_cluster(version: int) -> None:
         assert response.controller_id in {1, 2, 3}
 
 
-async def test_the_all_topics_answer_is_encoded_once_per_image() -> None:
+async def test_encoded_fragments_are_per_image_state_that_goes_with_the_image() -> None:
     async with served_cluster() as served, RawClient.connect(served.port) as client:
+        key = wire_metadata_key(served.cache.settings())
         with served.cache.lease() as image:
-            assert not image.has_derived(ALL_TOPICS_RESPONSES)
+            assert not image.has_derived(key)
             first = await client.call(METADATA, 12, metadata_request_body(12))
-            encoded = image.derived(ALL_TOPICS_RESPONSES)
-            assert len(encoded) == 1
-            (body,) = encoded.values()
+            wire = image.derived(key)
             second = await client.call(METADATA, 12, metadata_request_body(12))
-            assert image.derived(ALL_TOPICS_RESPONSES) == {next(iter(encoded)): body}
-            assert first == second
-            await client.call(METADATA, 5, metadata_request_body(5))
-            assert len(encoded) == 2  # one per version
+            assert image.derived(key) is wire  # built once per image
+            assert first.topics == second.topics
             answered_from = image
         await served.append(failover_started())
         assert not answered_from.is_live  # the old image died and took its encodings along
-        assert not answered_from.has_derived(ALL_TOPICS_RESPONSES)
+        assert not answered_from.has_derived(key)
 
 
 BAD_FRAMES = {
