@@ -79,45 +79,59 @@ class FailoverStatus(enum.Enum):
 class FailoverIndex:
     """Meta stream id by partition and partition by stream id, from one KV map.
 
-    Persistent maps: an index that follows a KV change shares everything else with the
-    index it came from.
+    Persistent maps keyed by topic id and by stream id (cheap keys to hash): an index that
+    follows a KV change shares everything else with the index it came from.
     """
 
-    __slots__ = ("by_partition", "by_stream")
+    __slots__ = ("by_stream", "by_topic", "entries")
 
     def __init__(
         self,
-        by_partition: Map[TopicPartitionKey, int],
-        by_stream: Map[int, TopicPartitionKey],
+        by_topic: Map[UUID, tuple[int | None, ...]],
+        by_stream: Map[int, tuple[TopicPartitionKey, ...]],
+        entries: int,
     ) -> None:
-        self.by_partition = by_partition
+        self.by_topic = by_topic
+        """Per topic, the meta stream id of each partition index (None: no entry)."""
         self.by_stream = by_stream
+        """The partitions whose meta stream each stream is (one, unless the KV map is
+        inconsistent: every one of them is re-checked when the stream changes)."""
+        self.entries = entries
+        """Partitions with a meta stream entry."""
 
     @classmethod
     def build(cls, cluster_id: str, kv: Mapping[str, bytes]) -> FailoverIndex:
         """The index of every meta stream entry of ``cluster_id`` in ``kv`` (a full scan)."""
         prefix = meta_stream_prefix(cluster_id)
-        by_partition: dict[TopicPartitionKey, int] = {}
+        by_topic: dict[UUID, list[int | None]] = {}
+        by_stream: dict[int, tuple[TopicPartitionKey, ...]] = {}
         for key, value in kv.items():
             parsed = parse_meta_stream_key(prefix, key)
             stream_id = decode_stream_id(value) if parsed is not None else None
-            if parsed is not None and stream_id is not None:
-                by_partition[parsed] = stream_id
-        by_stream = {stream_id: partition for partition, stream_id in by_partition.items()}
-        return cls(Map(by_partition), Map(by_stream))
-
-    @property
-    def entries(self) -> int:
-        """Partitions with a meta stream entry."""
-        return len(self.by_partition)
+            if parsed is None or stream_id is None:
+                continue
+            topic_id, partition = parsed
+            streams = by_topic.setdefault(topic_id, [])
+            if len(streams) <= partition:
+                streams.extend([None] * (partition + 1 - len(streams)))
+            streams[partition] = stream_id
+            by_stream[stream_id] = (*by_stream.get(stream_id, ()), parsed)
+        topics = Map({topic_id: tuple(streams) for topic_id, streams in by_topic.items()})
+        entries = sum(len(partitions) for partitions in by_stream.values())
+        return cls(topics, Map(by_stream), entries)
 
     def stream_id(self, topic_id: UUID, partition: int) -> int | None:
         """The meta stream id of a partition, if it has an entry."""
-        return self.by_partition.get((topic_id, partition))
+        streams = self.by_topic.get(topic_id)
+        return streams[partition] if streams is not None and partition < len(streams) else None
 
-    def partition_of(self, stream_id: int) -> TopicPartitionKey | None:
-        """The partition whose meta stream ``stream_id`` is, if any."""
-        return self.by_stream.get(stream_id)
+    def has_entry(self, topic_id: UUID, partition: int) -> bool:
+        """Whether the partition has a meta stream entry."""
+        return self.stream_id(topic_id, partition) is not None
+
+    def partitions_of(self, stream_id: int) -> tuple[TopicPartitionKey, ...]:
+        """The partitions whose meta stream ``stream_id`` is (usually one, or none)."""
+        return self.by_stream.get(stream_id, ())
 
     def following(
         self, prefix: str, kv: Mapping[str, bytes], keys: Iterable[str]
@@ -125,24 +139,45 @@ class FailoverIndex:
         """The index after the KV ``keys`` changed to what ``kv`` holds now, and the
         partitions whose entry changed."""
         touched: set[TopicPartitionKey] = set()
-        by_partition = self.by_partition.mutate()
+        topics: dict[UUID, list[int | None]] = {}
         by_stream = self.by_stream.mutate()
+        entries = self.entries
         for key in keys:
             partition = parse_meta_stream_key(prefix, key)
             if partition is None:
                 continue
             touched.add(partition)
-            old = by_partition.pop(partition, None)
-            if old is not None and by_stream.get(old) == partition:
-                del by_stream[old]
+            topic_id, index = partition
+            streams = topics.get(topic_id)
+            if streams is None:
+                streams = topics[topic_id] = list(self.by_topic.get(topic_id, ()))
+            if len(streams) <= index:
+                streams.extend([None] * (index + 1 - len(streams)))
+            old = streams[index]
+            if old is not None:
+                entries -= 1
+                remaining = tuple(p for p in by_stream.get(old, ()) if p != partition)
+                if remaining:
+                    by_stream[old] = remaining
+                else:
+                    by_stream.pop(old, None)
             value = kv.get(key)
             stream_id = decode_stream_id(value) if value is not None else None
+            streams[index] = stream_id
             if stream_id is not None:
-                by_partition[partition] = stream_id
-                by_stream[stream_id] = partition
+                entries += 1
+                by_stream[stream_id] = (*by_stream.get(stream_id, ()), partition)
         if not touched:
             return self, touched
-        return FailoverIndex(by_partition.finish(), by_stream.finish()), touched
+        by_topic = self.by_topic.mutate()
+        for topic_id, streams in topics.items():
+            while streams and streams[-1] is None:
+                streams.pop()
+            if streams:
+                by_topic[topic_id] = tuple(streams)
+            else:
+                by_topic.pop(topic_id, None)
+        return FailoverIndex(by_topic.finish(), by_stream.finish(), entries), touched
 
 
 def check_partition(
@@ -204,10 +239,9 @@ class FailoverState:
 
     def passes(self, topic_id: UUID, partition: int, missing_stream: MissingStreamPolicy) -> bool:
         """The verdict the cache answers with: True when the leader may be reported."""
-        key = (topic_id, partition)
-        if key in self.in_failover:
+        if (topic_id, partition) in self.in_failover:
             return False
-        return missing_stream == "skip" or key in self.index.by_partition
+        return missing_stream == "skip" or self.index.has_entry(topic_id, partition)
 
     @classmethod
     def build(cls, cluster_id: str, image: MetadataImage) -> FailoverState:
@@ -216,10 +250,14 @@ class FailoverState:
         in_failover: dict[TopicPartitionKey, PartitionInFailover] = {}
         topics = image.topics.by_id
         streams = image.streams
-        for (topic_id, partition_id), _ in index.by_partition.items():
-            found = _failing(index, streams, topics.get(topic_id), topic_id, partition_id)
-            if found is not None:
-                in_failover[(topic_id, partition_id)] = found
+        for topic_id, stream_ids in index.by_topic.items():
+            topic = topics.get(topic_id)
+            for partition_id, stream_id in enumerate(stream_ids):
+                if stream_id is None:
+                    continue
+                found = _failing(index, streams, topic, topic_id, partition_id)
+                if found is not None:
+                    in_failover[(topic_id, partition_id)] = found
         return cls(cluster_id, index, Map(in_failover), None)
 
     def following(self, delta: MetadataDelta, image: MetadataImage) -> FailoverState:
@@ -229,10 +267,8 @@ class FailoverState:
             meta_stream_prefix(self.cluster_id), image.kv.values, delta.changed_kv_keys()
         )
         for stream_id in delta.changed_stream_ids():
-            for owner in (index, self.index):
-                partition = owner.partition_of(stream_id)
-                if partition is not None:
-                    touched.add(partition)
+            touched.update(index.partitions_of(stream_id))
+            touched.update(self.index.partitions_of(stream_id))
         for topic_id, partitions in delta.changed_topics().items():
             if partitions is None:  # created, re-created or deleted: every partition
                 for topics in (image.topics.by_id, delta.image.topics.by_id):
@@ -252,13 +288,13 @@ class FailoverState:
         topics = image.topics.by_id
         for key in touched:
             topic_id, partition_id = key
-            before = (key in self.in_failover, key in self.index.by_partition)
+            before = (key in self.in_failover, self.index.has_entry(topic_id, partition_id))
             found = _failing(index, image.streams, topics.get(topic_id), topic_id, partition_id)
             if found is None:
                 in_failover.pop(key, None)
             else:
                 in_failover[key] = found
-            if before != (found is not None, key in index.by_partition):
+            if before != (found is not None, index.has_entry(topic_id, partition_id)):
                 changed.add(key)
         return FailoverState(self.cluster_id, index, in_failover.finish(), frozenset(changed))
 

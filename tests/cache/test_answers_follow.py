@@ -67,8 +67,12 @@ def answers(image: MetadataImage, settings: AnswerSettings, version: int) -> lis
 
 
 def same_failover_state(a: FailoverState, b: FailoverState) -> bool:
-    return dict(a.index.by_partition) == dict(b.index.by_partition) and dict(a.in_failover) == dict(
-        b.in_failover
+    return (
+        dict(a.index.by_topic) == dict(b.index.by_topic)
+        and {s: set(p) for s, p in a.index.by_stream.items()}
+        == {s: set(p) for s, p in b.index.by_stream.items()}
+        and a.index.entries == b.index.entries
+        and dict(a.in_failover) == dict(b.in_failover)
     )
 
 
