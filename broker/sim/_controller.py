@@ -23,7 +23,7 @@ from broker.metadata.records import (
 from broker.sim._events import EVENT_WEIGHTS, ChurnEvents, EventKind
 from broker.sim._model import ClusterModel, WorkloadConfig
 
-__all__ = ["METADATA_VERSION", "START_TIME_MS", "TICK_MS", "SyntheticController"]
+__all__ = ["METADATA_VERSION", "NODE_EVENTS", "START_TIME_MS", "TICK_MS", "SyntheticController"]
 
 METADATA_VERSION = 21
 """The ``metadata.version`` feature level the bootstrap finalizes."""
@@ -31,6 +31,8 @@ START_TIME_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z: simulated time starts here."""
 TICK_MS = 10
 """Simulated milliseconds per churn event."""
+NODE_EVENTS = frozenset({EventKind.CONTROLLED_SHUTDOWN, EventKind.FAILOVER})
+"""Events that move every partition a node leads (paced by ``node_event_interval_ms``)."""
 
 
 class SyntheticController:
@@ -58,6 +60,8 @@ class SyntheticController:
         self._listener_host = listener_host
         self._kinds = list(EVENT_WEIGHTS)
         self._weights = list(EVENT_WEIGHTS.values())
+        self._last_node_event: int | None = None
+        """Simulated time of the last node-level disruption (None: none yet)."""
         self._events = ChurnEvents(
             config,
             self.model,
@@ -112,6 +116,10 @@ class SyntheticController:
             self.next_offset += len(chunk)
         return batches
 
+    def _node_event_due(self) -> bool:
+        last = self._last_node_event
+        return last is None or self._now() - last >= self.config.node_event_interval_ms
+
     # batches -------------------------------------------------------------------------
 
     def reregister_brokers(self) -> list[RecordBatch]:
@@ -147,9 +155,13 @@ class SyntheticController:
         if not records:
             for _ in range(16):  # an event may not apply right now (no candidate): redraw
                 kind = self._rng.choices(self._kinds, self._weights)[0]
+                if kind in NODE_EVENTS and not self._node_event_due():
+                    continue
                 records = self._events.records(kind)
                 if records:
                     self.event_counts[kind] += 1
+                    if kind in NODE_EVENTS:
+                        self._last_node_event = self._now()
                     break
             else:
                 records = [NoOpRecord()]

@@ -51,6 +51,11 @@ class WorkloadConfig(BaseModel):
     listener_name: str = "PLAINTEXT"
     failover_steps_apart: int = Field(default=4, ge=1)
     """Churn events between two steps of a failover: how long partitions stay mid-failover."""
+    node_event_interval_ms: int = Field(default=10_000, ge=0)
+    """Simulated time between two node-level disruptions (a controlled shutdown or a
+    failover), each of which moves every partition the node leads. A cluster loses a
+    node every so often, not in proportion to its churn: without this, a 100k-partition
+    cluster would move 10% of its partitions several times a second."""
 
     @model_validator(mode="after")
     def _replication_fits(self) -> WorkloadConfig:

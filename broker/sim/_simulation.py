@@ -10,6 +10,7 @@ leased image; the summary reports what was done and any lifetime error.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import signal
 import socket
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker._gc import tune_gc
 from broker._logging import get_logger
+from broker._tasks import single_cause
 from broker.cache import (
     FailoverMonitor,
     MetadataCache,
@@ -36,6 +38,7 @@ from broker.cache import (
 from broker.errors import FetchTimeoutError, StreamFetchError, WriterFencedError
 from broker.metadata import (
     LeakDetectionLevel,
+    LifetimeStatistics,
     MetadataImage,
     lifetime_statistics,
     set_leak_detection_level,
@@ -292,20 +295,36 @@ class Simulation:
         self._batches = 0
         self._fenced = False
         self._etcd: EtcdRecordLog | None = None
+        self._deadline = math.inf
+        self._stoppables: list[anyio.CancelScope] = []
 
     # the log ------------------------------------------------------------------------------
 
-    async def _open_log(self, stack: AsyncExitStack) -> RecordLog:
+    async def _open_log(self, stack: AsyncExitStack) -> RecordLog | None:
+        """The run's log, open on ``stack``; None when the run was stopped meanwhile."""
         config = self.config
         if config.etcd is not None:
             # sources.EtcdRecordLog loads the etcd client: only runs on etcd pay for it.
             self._etcd = await stack.enter_async_context(sources.EtcdRecordLog(config.etcd))
             return self._etcd
         if config.log_dir is not None:
-            return await stack.enter_async_context(
-                await FileRecordLog.open(config.log_dir, fsync=config.fsync)
-            )
+            opened: FileRecordLog | None = None
+            with self._stoppable():  # recovering a large log takes a while: Ctrl-C ends it
+                opened = await FileRecordLog.open(config.log_dir, fsync=config.fsync)
+            return await stack.enter_async_context(opened) if opened is not None else None
         return InMemoryRecordSource("sim")
+
+    def _stoppable(self) -> anyio.CancelScope:
+        """A scope that ends at the run's deadline or on Ctrl-C, whichever comes first.
+
+        The phases of a run that wait (recovering the log, resuming, the churn and the
+        readers) each run in one; the pipeline itself does not, so that the summary can
+        still be taken from it."""
+        scope = anyio.CancelScope(deadline=self._deadline)
+        if self._interrupted:
+            scope.cancel()
+        self._stoppables.append(scope)
+        return scope
 
     # tasks --------------------------------------------------------------------------------
 
@@ -436,31 +455,63 @@ class Simulation:
             if self.on_progress is not None:
                 self.on_progress(progress)
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
+    async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 self._interrupted = True
                 logger.warning("simulation_interrupted")
-                scope.cancel()
+                for scope in self._stoppables:
+                    scope.cancel()
                 return
 
     # the run ------------------------------------------------------------------------------
 
     async def run(self, *, handle_signals: bool = True) -> SimulationSummary:
-        """Run until ``duration`` (or the event budget, or Ctrl-C) and summarise."""
+        """Run until ``duration`` (counted from now, start-up included), the event budget
+        or Ctrl-C, and summarise. Signals are handled from the first instant: an
+        interrupted start-up still ends with a summary."""
         config = self.config
         previous_level = set_leak_detection_level(config.leak_detection)
         previous_gc = tune_gc()
         base = lifetime_statistics()
         self._started = time.monotonic()
+        if config.duration is not None:
+            self._deadline = self._started + config.duration
         cache = MetadataCache(config.workload.cluster_id, rng=random.Random(config.seed))
         streams = StreamMetadataManager(fetch_timeout=2.0)
         monitor = FailoverMonitor(config.workload.cluster_id, interval=1.0)
+        summary: SimulationSummary | None = None
+        try:
+            with single_cause():
+                async with anyio.create_task_group() as signals:
+                    if handle_signals:
+                        signals.start_soon(self._signals)
+                    try:
+                        summary = await self._run(cache, streams, monitor, base)
+                    finally:
+                        signals.cancel_scope.cancel()
+        finally:
+            cache.close()
+            streams.close()
+            tune_gc(previous_gc)
+            set_leak_detection_level(previous_level)
+        assert summary is not None  # _run returned, or its error propagated
+        return summary
+
+    async def _run(
+        self,
+        cache: MetadataCache,
+        streams: StreamMetadataManager,
+        monitor: FailoverMonitor,
+        base: LifetimeStatistics,
+    ) -> SimulationSummary:
+        config = self.config
+        run: _Run | None = None
         final = FinalImage.NONE
         resumed_from = -1
-        try:
-            async with AsyncExitStack() as stack:
-                log = await self._open_log(stack)
+        async with AsyncExitStack() as stack:
+            log = await self._open_log(stack)
+            if log is not None:
                 await stack.enter_async_context(monitor)
                 pipeline = await stack.enter_async_context(
                     MetadataPipeline(
@@ -480,32 +531,42 @@ class Simulation:
                         KafkaListener(cache, host=host, port=port)
                     )
                 if not config.follow:
-                    run.controller = await self._controller_for(run)
-                    if run.controller.bootstrapped:
+                    with self._stoppable():
+                        run.controller = await self._controller_for(run)
+                    if run.controller is not None and run.controller.bootstrapped:
                         resumed_from = run.controller.next_offset - 1
-                with anyio.CancelScope() as run_scope:
-                    await self._run_tasks(run, run_scope, handle_signals)
-                with anyio.CancelScope(shield=True):
-                    final = await self._final_image(run)
-                stats = pipeline.statistics()
-                failover = monitor.statistics()
-        finally:
-            cache.close()
-            streams.close()
-            tune_gc(previous_gc)
-            set_leak_detection_level(previous_level)
+                with self._stoppable():
+                    await self._run_tasks(run)
+                # An event-bounded run waits for the loader to reach the end of the log
+                # (the same seed gives the same final image); a timed or an interrupted
+                # one reports the image it has, within a second.
+                complete = config.duration is None and not self._interrupted
+                final = await self._final_image(run, wait=30.0 if complete else 1.0)
+        cache.close()  # the consumers release their images before the summary counts them
+        streams.close()
+        return self._summary(run, final, resumed_from, base)
+
+    def _summary(
+        self, run: _Run | None, final: FinalImage, resumed_from: int, base: LifetimeStatistics
+    ) -> SimulationSummary:
+        config = self.config
         lifetime = lifetime_statistics()
         elapsed = time.monotonic() - self._started
         p50, p99 = _Latencies.percentiles(self._latencies.sample)
-        listener = run.listener
+        stats = run.pipeline.statistics() if run is not None else None
+        failover = run.monitor.statistics() if run is not None else None
+        listener = run.listener if run is not None else None
+        writer = run.writer if run is not None else None
+        records = stats.loader.records if stats is not None else 0
+        images = stats.images_published if stats is not None else 0
         return SimulationSummary(
             seconds=round(elapsed, 3),
             events=self._events,
             batches=self._batches,
-            records=stats.loader.records,
-            records_per_s=round(stats.loader.records / elapsed, 1),
-            images=stats.images_published,
-            images_per_s=round(stats.images_published / elapsed, 1),
+            records=records,
+            records_per_s=round(records / elapsed, 1),
+            images=images,
+            images_per_s=round(images / elapsed, 1),
             final_offset=final.offset,
             brokers=final.brokers,
             topics=final.topics,
@@ -516,18 +577,18 @@ class Simulation:
             latency_p50_ms=round(p50, 3),
             latency_p99_ms=round(p99, 3),
             failover_checks=self._checks,
-            failovers_completed=failover.completed,
-            partitions_in_failover=failover.partitions_in_failover,
+            failovers_completed=failover.completed if failover is not None else 0,
+            partitions_in_failover=failover.partitions_in_failover if failover is not None else 0,
             fetches=self._fetches,
-            snapshots=run.writer.snapshots if run.writer is not None else 0,
+            snapshots=writer.snapshots if writer is not None else 0,
             max_live_images=max(self._max_live, lifetime.live),
             live_images_at_end=lifetime.live - base.live,
             max_consumer_lag=self._max_lag,
-            replay_errors=stats.replay_errors,
+            replay_errors=stats.replay_errors if stats is not None else 0,
             refcount_errors=lifetime.reference_count_errors - base.reference_count_errors,
             released_reads=lifetime.released_reads - base.released_reads,
             leaks=lifetime.leaks - base.leaks,
-            consumer_faults=stats.consumer_faults,
+            consumer_faults=stats.consumer_faults if stats is not None else 0,
             interrupted=self._interrupted,
             resumed_from_offset=resumed_from,
             image_sha256=final.sha256,
@@ -570,13 +631,11 @@ class Simulation:
                 await run.log.append_batch(batch)
         return controller
 
-    async def _run_tasks(
-        self, run: _Run, run_scope: anyio.CancelScope, handle_signals: bool
-    ) -> None:
+    async def _run_tasks(self, run: _Run) -> None:
+        """The controller and the reader tasks, until the event budget is spent or the
+        run's scope ends (duration, Ctrl-C)."""
         config = self.config
         async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(self._signals, run_scope)
             tg.start_soon(self._reporter, run.pipeline, run.monitor, 0.5)
             topics: list[str] = []
             for index in range(config.clients):
@@ -586,19 +645,17 @@ class Simulation:
             for index in range(config.fetchers):
                 rng = random.Random(config.seed * 7 + index)
                 tg.start_soon(self._fetcher, run.cache, run.streams, rng)
-            with anyio.move_on_after(
-                config.duration if config.duration is not None else float("inf")
-            ):
-                if run.controller is not None:
-                    await self._churn(run.log, run.controller)
-                if run.controller is None or config.duration is not None:
-                    await anyio.sleep_forever()  # serve until the duration ends
+            if run.controller is not None:
+                await self._churn(run.log, run.controller)
+            if run.controller is None or config.duration is not None:
+                await anyio.sleep_forever()  # serve until the duration ends
             tg.cancel_scope.cancel()
 
-    async def _final_image(self, run: _Run) -> FinalImage:
-        """Let the loader reach the last appended record, then describe that image."""
+    async def _final_image(self, run: _Run, *, wait: float) -> FinalImage:
+        """Give the loader up to ``wait`` seconds to reach the last appended record, then
+        describe the image the cache holds."""
         last = await run.log.high_water_mark() - 1
-        with anyio.move_on_after(30):
+        with anyio.move_on_after(wait):
             with await run.cache.wait_for_offset(last):
                 pass
         with run.cache.lease() as image:

@@ -95,6 +95,7 @@ async def test_seed_scenario_two_hundred_readers_twenty_thousand_images() -> Non
         topics=12,
         partitions_per_topic=4,
         failover_steps_apart=20,
+        node_event_interval_ms=0,  # failovers as often as drawn: many of them in 20k images
     )
     controller = SyntheticController(config)
     cache = MetadataCache(CLUSTER, rng=random.Random(1))

@@ -27,7 +27,11 @@ def test_same_config_same_bytes() -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_every_event_kind_happens_and_replays_cleanly(seed: int) -> None:
-    controller = SyntheticController(WorkloadConfig(seed=seed, topics=6, partitions_per_topic=3))
+    # Node-level disruptions every simulated second (not ten): all kinds within 3000 events.
+    config = WorkloadConfig(
+        seed=seed, topics=6, partitions_per_topic=3, node_event_interval_ms=1000
+    )
+    controller = SyntheticController(config)
     batches = list(controller.batches(3000))
     with Lease(replay(MetadataImage.EMPTY, batches)) as image:
         assert image.offset == controller.next_offset - 1
@@ -38,7 +42,13 @@ def test_every_event_kind_happens_and_replays_cleanly(seed: int) -> None:
 
 @pytest.mark.parametrize("stop_at", [1, 40, 333, 1200])
 def test_a_resumed_controller_continues_with_valid_records(stop_at: int) -> None:
-    config = WorkloadConfig(seed=3, topics=6, partitions_per_topic=3, failover_steps_apart=2)
+    config = WorkloadConfig(
+        seed=3,
+        topics=6,
+        partitions_per_topic=3,
+        failover_steps_apart=2,
+        node_event_interval_ms=1000,
+    )
     controller = SyntheticController(config)
     batches = list(controller.batches(stop_at))
     with Lease(replay(MetadataImage.EMPTY, batches)) as image:
