@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -371,7 +372,7 @@ class Simulation:
             await checkpoint()
             if rng.random() < 0.1 or not topics:
                 with cache.lease() as image:
-                    topics[:] = list(image.topics.by_name.keys())[:200]
+                    topics[:] = islice(image.topics.by_name.keys(), 200)
 
     async def _failover_checker(self, cache: MetadataCache) -> None:
         key = failover_state_key(cache.cluster_id)
@@ -389,11 +390,17 @@ class Simulation:
     ) -> None:
         while True:
             with cache.lease() as image:
-                candidates = [
-                    (s.stream_id, s.start_offset, s.end_offset)
-                    for s in image.streams.streams.values()
-                    if s.end_offset > s.start_offset
-                ][:500]
+                # The first 500 streams with data (islice: not a walk of every stream).
+                candidates = list(
+                    islice(
+                        (
+                            (s.stream_id, s.start_offset, s.end_offset)
+                            for s in image.streams.streams.values()
+                            if s.end_offset > s.start_offset
+                        ),
+                        500,
+                    )
+                )
             if candidates:
                 stream_id, start, end = rng.choice(candidates)
                 # Mostly committed data; sometimes past it, which parks until a commit.

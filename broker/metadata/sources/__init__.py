@@ -12,7 +12,13 @@ from broker._lazy import lazy_exports as _lazy_exports
 from broker.metadata.sources._etcd_url import parse_etcd_url
 from broker.metadata.sources._file_log import FileRecordLog, FsyncPolicy, RecoveryReport
 from broker.metadata.sources._memory import InMemoryRecordSource
-from broker.metadata.sources._source import RecordLog, RecordSource, Snapshot
+from broker.metadata.sources._source import (
+    RecordLog,
+    RecordSource,
+    Snapshot,
+    SnapshotInfo,
+    encode_snapshot,
+)
 
 if typing.TYPE_CHECKING:
     from broker.metadata.sources._etcd import EtcdLogStatistics, EtcdRecordLog
@@ -27,6 +33,8 @@ __all__ = [
     "RecordSource",
     "RecoveryReport",
     "Snapshot",
+    "SnapshotInfo",
+    "encode_snapshot",
     "parse_etcd_url",
 ]
 

@@ -48,7 +48,7 @@ from broker.errors import (
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
 from broker.metadata.sources._etcd_url import parse_etcd_url
-from broker.metadata.sources._source import Snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
 
 __all__ = ["EtcdLogStatistics", "EtcdRecordLog"]
 
@@ -332,9 +332,9 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     def _snapshot_key(self, offset: int, part: str) -> bytes:
         return self._snapshot_prefix + b"%020d/" % offset + part.encode()
 
-    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
-        snapshot = Snapshot.of(image, name=f"{self.name}@{image.offset}")
-        data = snapshot.to_bytes()
+    async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
+        """Write ``image`` as chunks and a manifest (the encoding in a worker thread)."""
+        data = await anyio.to_thread.run_sync(encode_snapshot, image)
         chunks = [
             data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
         ]
@@ -353,9 +353,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             "snapshot_written", log=self.name, offset=offset, bytes=len(data), chunks=len(chunks)
         )
         await self._retrying("prune_snapshots", self._prune_snapshots)
-        return Snapshot(
-            snapshot.provenance, snapshot.records, encoded_size=len(data), name=snapshot.name
-        )
+        return SnapshotInfo(image.provenance, len(data), f"{self.name}@{offset}")
 
     async def _snapshot_offsets(self) -> list[int]:
         found = await self._client.get_prefix(self._snapshot_prefix, keys_only=True)

@@ -33,7 +33,7 @@ from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
-from broker.metadata.sources._source import Snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
 
 __all__ = ["FileRecordLog", "FsyncPolicy", "RecoveryReport"]
 
@@ -361,9 +361,10 @@ class FileRecordLog:
     async def latest_snapshot(self) -> Snapshot | None:
         return await anyio.to_thread.run_sync(self._latest_snapshot_sync)
 
-    def _write_snapshot_sync(self, snapshot: Snapshot) -> int:
-        data = snapshot.to_bytes()
-        final = self._snapshots_dir / _name(snapshot.provenance.offset, SNAPSHOT_SUFFIX)
+    def _write_snapshot_sync(self, image: MetadataImage) -> SnapshotInfo:
+        data = encode_snapshot(image)
+        name = _name(image.offset, SNAPSHOT_SUFFIX)
+        final = self._snapshots_dir / name
         temporary = final.with_name(final.name + ".tmp")
         with open(temporary, "wb") as file:
             file.write(data)
@@ -373,22 +374,14 @@ class FileRecordLog:
         _fsync_directory(self._snapshots_dir)
         for old in self._snapshot_paths()[SNAPSHOTS_KEPT:]:
             old.unlink(missing_ok=True)
-        return len(data)
+        return SnapshotInfo(image.provenance, len(data), name)
 
-    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
-        """Write ``image`` as a snapshot (temp file, fsync, rename); the caller holds it."""
-        snapshot = Snapshot.of(image, name=_name(image.offset, SNAPSHOT_SUFFIX))
-        size = await anyio.to_thread.run_sync(self._write_snapshot_sync, snapshot)
-        logger.info(
-            "snapshot_written",
-            log=self.name,
-            offset=image.offset,
-            records=len(snapshot.records),
-            bytes=size,
-        )
-        return Snapshot(
-            snapshot.provenance, snapshot.records, encoded_size=size, name=snapshot.name
-        )
+    async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
+        """Write ``image`` as a snapshot (temp file, fsync, rename) from a worker thread:
+        encoding a large image takes seconds. The caller holds the image meanwhile."""
+        info = await anyio.to_thread.run_sync(self._write_snapshot_sync, image)
+        logger.info("snapshot_written", log=self.name, offset=image.offset, bytes=info.encoded_size)
+        return info
 
     async def truncate_before(self, offset: int) -> int:
         """Delete whole segments below ``offset`` that the newest snapshot covers.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 
+import anyio
+
 from broker._tasks import Notifier
 from broker.errors import BrokerError, SnapshotRequiredError
 from broker.metadata import MetadataImage, Provenance
 from broker.metadata.records import MetadataRecord, RecordBatch
-from broker.metadata.sources._source import Snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
 
 __all__ = ["InMemoryRecordSource"]
 
@@ -121,11 +123,13 @@ class InMemoryRecordSource:
         name, _, data = self._snapshots[-1]
         return Snapshot.from_bytes(data, name=name)
 
-    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
-        snapshot = Snapshot.of(image, name=f"{self._name}@{image.offset}")
-        self._snapshots.append((snapshot.name, snapshot.provenance, snapshot.to_bytes()))
+    async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
+        """Keep ``image`` as the newest encoded snapshot (and the one before it)."""
+        name = f"{self._name}@{image.offset}"
+        data = await anyio.to_thread.run_sync(encode_snapshot, image)
+        self._snapshots.append((name, image.provenance, data))
         del self._snapshots[:-2]
-        return snapshot
+        return SnapshotInfo(image.provenance, len(data), name)
 
     async def truncate_before(self, offset: int) -> int:
         """Drop batches that end before ``offset``; returns how many were dropped.

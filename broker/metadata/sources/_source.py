@@ -8,7 +8,7 @@ one instead of offset 0. A log is a source that can also be written.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -22,7 +22,50 @@ from broker.metadata.records import (
     iter_batches,
 )
 
-__all__ = ["SNAPSHOT_CHUNK", "RecordLog", "RecordSource", "Snapshot", "next_batch"]
+__all__ = [
+    "SNAPSHOT_CHUNK",
+    "RecordLog",
+    "RecordSource",
+    "Snapshot",
+    "SnapshotInfo",
+    "encode_snapshot",
+    "next_batch",
+]
+
+SNAPSHOT_CHUNK = 1000
+"""Records per frame in an encoded snapshot."""
+
+
+def _frames(provenance: Provenance, records: Iterable[MetadataRecord]) -> Iterator[bytes]:
+    """Frames of the batch codec, each stamped with the snapshot's provenance; the first
+    frame carries it even for an empty image (a NoOp)."""
+    p = provenance
+    chunk: list[MetadataRecord] = []
+    written = False
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == SNAPSHOT_CHUNK:
+            yield encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, tuple(chunk)))
+            chunk, written = [], True
+    if chunk or not written:
+        last = tuple(chunk) if chunk else (NoOpRecord(),)
+        yield encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, last))
+
+
+def encode_snapshot(image: MetadataImage) -> bytes:
+    """``image`` as snapshot frames, encoded a chunk at a time (a large image's records
+    are never all held at once). Slow for a large image: call it in a worker thread on
+    an image the caller holds, as the logs' ``save_snapshot`` do."""
+    return b"".join(_frames(image.provenance, image.write()))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A snapshot that was written: where it stands, not its records."""
+
+    provenance: Provenance
+    encoded_size: int
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,24 +77,9 @@ class Snapshot:
     encoded_size: int | None = None
     name: str = "snapshot"
 
-    @classmethod
-    def of(cls, image: MetadataImage, name: str = "snapshot") -> Snapshot:
-        return cls(image.provenance, tuple(image.write()), name=name)
-
     def to_bytes(self) -> bytes:
-        """Frames of the batch codec, each stamped with the snapshot's provenance.
-
-        The first frame carries the provenance even for an empty image (a NoOp).
-        """
-        p = self.provenance
-        chunks = [
-            self.records[i : i + SNAPSHOT_CHUNK]
-            for i in range(0, len(self.records), SNAPSHOT_CHUNK)
-        ]
-        return b"".join(
-            encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, chunk))
-            for chunk in chunks or [(NoOpRecord(),)]
-        )
+        """The snapshot's frames (as :func:`encode_snapshot` writes them)."""
+        return b"".join(_frames(self.provenance, self.records))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str) -> Snapshot:
@@ -109,17 +137,14 @@ class RecordLog(RecordSource, Protocol):
         """Append a batch built elsewhere; its base offset must be the next offset."""
         ...
 
-    async def save_snapshot(self, image: MetadataImage) -> Snapshot:
-        """Write ``image`` as the newest snapshot (the caller holds it)."""
+    async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
+        """Write ``image`` as the newest snapshot (the caller holds it while this runs;
+        the encoding happens in a worker thread)."""
         ...
 
     async def truncate_before(self, offset: int) -> int:
         """Drop log below ``offset`` that the newest snapshot covers; returns how much."""
         ...
-
-
-SNAPSHOT_CHUNK = 1000
-"""Records per frame in an encoded snapshot."""
 
 
 def next_batch(
