@@ -106,6 +106,15 @@ class PartitionLeader:
     provenance: Provenance
 
 
+def _names_any(partition: PartitionRegistration, brokers: frozenset[int]) -> bool:
+    """Whether ``partition`` names any of ``brokers`` (leader, replicas or ISR)."""
+    return (
+        partition.leader in brokers
+        or not brokers.isdisjoint(partition.replicas)
+        or not brokers.isdisjoint(partition.isr)
+    )
+
+
 def version_class(version: int) -> int:
     """Versions whose partition answers are the same: v0 (0), v1-5 (1), v6+ (2)."""
     return 0 if version == 0 else (1 if version < 6 else 2)
@@ -164,14 +173,27 @@ class BrokerViews:
 
 
 class _TopicAnswer(NamedTuple):
-    """A topic's answer and what it was computed from."""
+    """A topic's answer and the topic image it was computed from."""
 
     topic: TopicImage
     metadata: TopicMetadata
+
+
+class _Stale(NamedTuple):
+    """An answer some later delta invalidated, kept to reuse what still holds of it.
+
+    Partitions whose registration object changed are found by identity; besides those,
+    ``partitions`` must be redone (their failover verdict changed; None: every one) and
+    any partition that names one of ``brokers`` (their view changed)."""
+
+    answer: _TopicAnswer
+    partitions: frozenset[int] | None
     brokers: frozenset[int]
-    """Every broker a partition of the topic names (leader, replicas, ISR)."""
-    views: BrokerViews
-    failover: FailoverState | None
+
+    def merged(self, partitions: frozenset[int] | None, brokers: frozenset[int]) -> _Stale:
+        if self.partitions is None or partitions is None:
+            return _Stale(self.answer, None, self.brokers | brokers)
+        return _Stale(self.answer, self.partitions | partitions, self.brokers | brokers)
 
 
 class _ClassAnswers:
@@ -179,12 +201,14 @@ class _ClassAnswers:
 
     __slots__ = ("memo", "stale")
 
-    def __init__(self, memo: Map[UUID, _TopicAnswer], stale: Map[UUID, _TopicAnswer]) -> None:
+    def __init__(self, memo: Map[UUID, _TopicAnswer], stale: Map[UUID, _Stale]) -> None:
         self.memo = memo
         self.stale = stale
 
 
-_EMPTY_ANSWERS: Map[UUID, _TopicAnswer] = Map()
+_NO_ANSWERS: Map[UUID, _TopicAnswer] = Map()
+_NO_STALE: Map[UUID, _Stale] = Map()
+_NOTHING: frozenset[int] = frozenset()
 _VERSION_CLASSES = 3
 
 
@@ -220,14 +244,15 @@ class ImageAnswers:
             if settings.failover_check
             else None
         )
-        classes = [_ClassAnswers(_EMPTY_ANSWERS, _EMPTY_ANSWERS) for _ in range(_VERSION_CLASSES)]
+        classes = [_ClassAnswers(_NO_ANSWERS, _NO_STALE) for _ in range(_VERSION_CLASSES)]
         return cls(settings, BrokerViews(image.cluster, settings.listener), failover, classes)
 
     # following the delta ---------------------------------------------------------------
 
     def following(self, delta: MetadataDelta, image: MetadataImage) -> ImageAnswers:
         """The answers of ``image`` (``delta`` applied to this one's image): every topic
-        answer the delta cannot have changed is kept, by identity."""
+        answer the delta cannot have changed is kept, by identity; the others are kept
+        aside with what must be redone, to reuse the rest of them."""
         settings = self.settings
         views = self.views
         if image.cluster is not views.cluster:
@@ -238,31 +263,43 @@ class ImageAnswers:
             if settings.failover_check
             else None
         )
-        whole_failover = failover is not None and failover.changed is None
-        invalid: set[UUID] = set(delta.changed_topics())
+        # Topic id -> partitions whose verdict changed (None: all of them).
+        redo: dict[UUID, frozenset[int] | None] = dict.fromkeys(delta.changed_topics(), _NOTHING)
         if failover is not None and failover.changed:
-            invalid.update(topic_id for topic_id, _ in failover.changed)
+            verdicts: dict[UUID, set[int]] = {}
+            for topic_id, partition in failover.changed:
+                verdicts.setdefault(topic_id, set()).add(partition)
+            for topic_id, changed in verdicts.items():
+                redo[topic_id] = frozenset(changed)
+        every_verdict = failover is not None and failover.changed is None
         by_id = image.topics.by_id
         classes = []
         for answers in self._classes:
             memo, stale = answers.memo, answers.stale
-            dropped = set(invalid)
-            if whole_failover:
-                dropped.update(memo.keys())
-            elif changed_brokers:
-                dropped.update(t for t, answer in memo.items() if answer.brokers & changed_brokers)
-            if dropped:
+            topics: dict[UUID, frozenset[int] | None] = dict(redo)
+            if every_verdict or changed_brokers:
+                for topic_id in memo:
+                    topics.setdefault(topic_id, None if every_verdict else _NOTHING)
+                if every_verdict:
+                    topics.update(dict.fromkeys(stale))
+                else:
+                    topics.update({t: topics.get(t, _NOTHING) for t in stale})
+            if topics:
                 memo_changes, stale_changes = memo.mutate(), stale.mutate()
-                for topic_id in dropped:
-                    answer = memo_changes.pop(topic_id, None)
-                    if topic_id not in by_id:
+                for topic_id, partitions in topics.items():
+                    if topic_id not in by_id:  # deleted: nothing of it to keep
+                        memo_changes.pop(topic_id, None)
                         stale_changes.pop(topic_id, None)
-                    elif answer is not None:
-                        stale_changes[topic_id] = answer
+                        continue
+                    answer = memo_changes.pop(topic_id, None)
+                    if answer is not None:
+                        stale_changes[topic_id] = _Stale(answer, partitions, changed_brokers)
+                    elif (old := stale_changes.get(topic_id)) is not None:
+                        stale_changes[topic_id] = old.merged(partitions, changed_brokers)
                 memo, stale = memo_changes.finish(), stale_changes.finish()
             classes.append(_ClassAnswers(memo, stale))
-        topics = delta.topics
-        order = self._order if topics is None or not topics.renamed() else None
+        topics_delta = delta.topics
+        order = self._order if topics_delta is None or not topics_delta.renamed() else None
         return ImageAnswers(settings, views, failover, classes, order)
 
     # answering -------------------------------------------------------------------------
@@ -284,34 +321,37 @@ class ImageAnswers:
         answers.memo = answers.memo.set(topic.id, answer)
         return answer.metadata
 
-    def _topic_answer(
-        self, version: int, topic: TopicImage, old: _TopicAnswer | None
-    ) -> _TopicAnswer:
-        views, failover = self.views, self.failover
-        previous: dict[int, PartitionMetadata] = {}
-        changed_brokers: frozenset[int] = frozenset()
-        if old is not None:
-            previous = {p.partition_index: p for p in old.metadata.partitions}
-            changed_brokers = views.changed_since(old.views)
-        topic_id = topic.id
-        named: set[int] = set()
-        partitions: list[PartitionMetadata] = []
+    def _topic_answer(self, version: int, topic: TopicImage, stale: _Stale | None) -> _TopicAnswer:
         registrations = topic.partitions
-        for partition_id in sorted(registrations):
+        old_topic: TopicImage = topic
+        old_parts: tuple[PartitionMetadata, ...] = ()
+        redo: frozenset[int] | None = None
+        brokers = _NOTHING
+        if stale is not None:
+            old_topic, old_parts = stale.answer.topic, stale.answer.metadata.partitions
+            redo, brokers = stale.partitions, stale.brokers
+        same_partitions = old_topic.partitions is registrations
+        topic_id = topic.id
+        partitions: list[PartitionMetadata] = []
+        reused = 0
+        for i, partition_id in enumerate(sorted(registrations)):
             registration = registrations[partition_id]
-            brokers = {registration.leader, *registration.replicas, *registration.isr}
-            named |= brokers
-            answer = None
+            old: PartitionMetadata | None = old_parts[i] if i < len(old_parts) else None
             if (
                 old is not None
-                and old.topic.partitions.get(partition_id) is registration
-                and not (changed_brokers and changed_brokers.intersection(brokers))
-                and self._same_verdict(old.failover, topic_id, partition_id)
+                and old.partition_index == partition_id
+                and redo is not None
+                and partition_id not in redo
+                and (same_partitions or old_topic.partitions.get(partition_id) is registration)
+                and not (brokers and _names_any(registration, brokers))
             ):
-                answer = previous.get(partition_id)
-            if answer is None:
-                answer = self._partition(version, topic_id, partition_id, registration)
-            partitions.append(answer)
+                partitions.append(old)
+                reused += 1
+            else:
+                partitions.append(self._partition(version, topic_id, partition_id, registration))
+        unchanged = reused == len(old_parts) == len(partitions) and old_topic.name == topic.name
+        if stale is not None and unchanged:  # nothing changed after all: the same object
+            return _TopicAnswer(topic, stale.answer.metadata)
         metadata = TopicMetadata(
             name=topic.name,
             error_code=ErrorCode.NONE,
@@ -320,15 +360,7 @@ class ImageAnswers:
             partitions=tuple(partitions),
             topic_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
         )
-        named.discard(NO_LEADER)
-        return _TopicAnswer(topic, metadata, frozenset(named), views, failover)
-
-    def _same_verdict(self, old: FailoverState | None, topic_id: UUID, partition: int) -> bool:
-        new = self.failover
-        if new is old or new is None or old is None:
-            return new is old
-        policy = self.settings.missing_stream
-        return new.passes(topic_id, partition, policy) == old.passes(topic_id, partition, policy)
+        return _TopicAnswer(topic, metadata)
 
     def _partition(
         self, version: int, topic_id: UUID, partition_id: int, partition: PartitionRegistration

@@ -9,10 +9,14 @@ __all__ = ["SnapshotWriter"]
 
 
 class SnapshotWriter:
-    """A latest-image consumer that snapshots the image every ``every_records`` offsets.
+    """A latest-image consumer that snapshots the image as the log grows.
 
-    It runs on its own consumer task, so writing never blocks the loader (Kafka's
-    snapshot generator queue). With ``truncate``, log below the snapshot is dropped.
+    A snapshot is written once the log since the last one holds ``every_records``
+    records, and at least as many records as that snapshot held: writing a snapshot
+    costs the image's size, so a large image is snapshotted less often, and the log a
+    restart replays stays no longer than a snapshot. It runs on its own consumer task
+    and encodes in a worker thread, so writing never blocks the loader (Kafka's snapshot
+    generator queue). With ``truncate``, log below the snapshot is dropped.
     """
 
     def __init__(
@@ -28,18 +32,23 @@ class SnapshotWriter:
         self.truncate = truncate
         self._name = name
         self.last_offset = -1
+        self.last_records = 0
+        """Records the last snapshot held."""
         self.snapshots = 0
 
     @property
     def name(self) -> str:
+        """The consumer's name."""
         return self._name
 
     async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        """Write a snapshot of ``update.image`` when enough log has grown since the last."""
         image = update.image
-        if image.offset - self.last_offset < self.every_records:
+        if image.offset - self.last_offset < max(self.every_records, self.last_records):
             return
         snapshot = await self.log.save_snapshot(image)
         self.last_offset = snapshot.provenance.offset
+        self.last_records = snapshot.records
         self.snapshots += 1
         if self.truncate:
             await self.log.truncate_before(snapshot.provenance.offset + 1)

@@ -334,7 +334,8 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
 
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as chunks and a manifest (the encoding in a worker thread)."""
-        data = await anyio.to_thread.run_sync(encode_snapshot, image)
+        name = f"{self.name}@{image.offset}"
+        data, info = await anyio.to_thread.run_sync(encode_snapshot, image, name)
         chunks = [
             data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
         ]
@@ -353,7 +354,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             "snapshot_written", log=self.name, offset=offset, bytes=len(data), chunks=len(chunks)
         )
         await self._retrying("prune_snapshots", self._prune_snapshots)
-        return SnapshotInfo(image.provenance, len(data), f"{self.name}@{offset}")
+        return info
 
     async def _snapshot_offsets(self) -> list[int]:
         found = await self._client.get_prefix(self._snapshot_prefix, keys_only=True)

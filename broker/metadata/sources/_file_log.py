@@ -362,8 +362,8 @@ class FileRecordLog:
         return await anyio.to_thread.run_sync(self._latest_snapshot_sync)
 
     def _write_snapshot_sync(self, image: MetadataImage) -> SnapshotInfo:
-        data = encode_snapshot(image)
         name = _name(image.offset, SNAPSHOT_SUFFIX)
+        data, info = encode_snapshot(image, name)
         final = self._snapshots_dir / name
         temporary = final.with_name(final.name + ".tmp")
         with open(temporary, "wb") as file:
@@ -374,7 +374,7 @@ class FileRecordLog:
         _fsync_directory(self._snapshots_dir)
         for old in self._snapshot_paths()[SNAPSHOTS_KEPT:]:
             old.unlink(missing_ok=True)
-        return SnapshotInfo(image.provenance, len(data), name)
+        return info
 
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as a snapshot (temp file, fsync, rename) from a worker thread:

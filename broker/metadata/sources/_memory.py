@@ -126,10 +126,10 @@ class InMemoryRecordSource:
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Keep ``image`` as the newest encoded snapshot (and the one before it)."""
         name = f"{self._name}@{image.offset}"
-        data = await anyio.to_thread.run_sync(encode_snapshot, image)
+        data, info = await anyio.to_thread.run_sync(encode_snapshot, image, name)
         self._snapshots.append((name, image.provenance, data))
         del self._snapshots[:-2]
-        return SnapshotInfo(image.provenance, len(data), name)
+        return info
 
     async def truncate_before(self, offset: int) -> int:
         """Drop batches that end before ``offset``; returns how many were dropped.

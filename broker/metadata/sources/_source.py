@@ -8,7 +8,7 @@ one instead of offset 0. A log is a source that can also be written.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -36,36 +36,44 @@ SNAPSHOT_CHUNK = 1000
 """Records per frame in an encoded snapshot."""
 
 
-def _frames(provenance: Provenance, records: Iterable[MetadataRecord]) -> Iterator[bytes]:
-    """Frames of the batch codec, each stamped with the snapshot's provenance; the first
-    frame carries it even for an empty image (a NoOp)."""
+def _frames(provenance: Provenance, records: Iterable[MetadataRecord]) -> tuple[bytes, int]:
+    """Frames of the batch codec, each stamped with the snapshot's provenance (the first
+    carries it even for an empty image, as a NoOp), and how many records they hold."""
     p = provenance
+    frames: list[bytes] = []
     chunk: list[MetadataRecord] = []
-    written = False
+    count = 0
     for record in records:
         chunk.append(record)
         if len(chunk) == SNAPSHOT_CHUNK:
-            yield encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, tuple(chunk)))
-            chunk, written = [], True
-    if chunk or not written:
+            frames.append(
+                encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, tuple(chunk)))
+            )
+            count += len(chunk)
+            chunk = []
+    if chunk or not frames:
+        count += len(chunk)
         last = tuple(chunk) if chunk else (NoOpRecord(),)
-        yield encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, last))
-
-
-def encode_snapshot(image: MetadataImage) -> bytes:
-    """``image`` as snapshot frames, encoded a chunk at a time (a large image's records
-    are never all held at once). Slow for a large image: call it in a worker thread on
-    an image the caller holds, as the logs' ``save_snapshot`` do."""
-    return b"".join(_frames(image.provenance, image.write()))
+        frames.append(encode_batch(RecordBatch(p.offset, p.epoch, p.append_time_ms, last)))
+    return b"".join(frames), count
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotInfo:
-    """A snapshot that was written: where it stands, not its records."""
+    """A snapshot that was written: where it stands and its size, not its records."""
 
     provenance: Provenance
     encoded_size: int
+    records: int
     name: str
+
+
+def encode_snapshot(image: MetadataImage, name: str = "snapshot") -> tuple[bytes, SnapshotInfo]:
+    """``image`` as snapshot frames, encoded a chunk at a time (a large image's records
+    are never all held at once), and what was written. Slow for a large image: call it
+    in a worker thread on an image the caller holds, as the logs' ``save_snapshot`` do."""
+    data, records = _frames(image.provenance, image.write())
+    return data, SnapshotInfo(image.provenance, len(data), records, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +87,7 @@ class Snapshot:
 
     def to_bytes(self) -> bytes:
         """The snapshot's frames (as :func:`encode_snapshot` writes them)."""
-        return b"".join(_frames(self.provenance, self.records))
+        return _frames(self.provenance, self.records)[0]
 
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str) -> Snapshot:
