@@ -180,20 +180,28 @@ class _TopicAnswer(NamedTuple):
 
 
 class _Stale(NamedTuple):
-    """An answer some later delta invalidated, kept to reuse what still holds of it.
+    """An answer later deltas invalidated, kept to reuse what still holds of it.
 
-    Partitions whose registration object changed are found by identity; besides those,
-    ``partitions`` must be redone (their failover verdict changed; None: every one) and
-    any partition that names one of ``brokers`` (their view changed)."""
+    ``partitions`` must be redone: their registration or their failover verdict changed
+    (None: the topic's partitions themselves changed, redo all); so must every partition
+    that names one of ``brokers``, whose view changed."""
 
     answer: _TopicAnswer
     partitions: frozenset[int] | None
     brokers: frozenset[int]
 
     def merged(self, partitions: frozenset[int] | None, brokers: frozenset[int]) -> _Stale:
-        if self.partitions is None or partitions is None:
-            return _Stale(self.answer, None, self.brokers | brokers)
-        return _Stale(self.answer, self.partitions | partitions, self.brokers | brokers)
+        """Stale again: what the next delta dirtied too."""
+        redo = None
+        if self.partitions is not None and partitions is not None:
+            redo = self.partitions | partitions
+            if len(redo) > _PRECISE:  # not worth tracking: redo all of them
+                redo = None
+        return _Stale(self.answer, redo, self.brokers | brokers)
+
+
+_PRECISE = 64
+"""Dirty partitions a stale answer tracks one by one; beyond, the topic is redone."""
 
 
 class _ClassAnswers:
@@ -263,14 +271,16 @@ class ImageAnswers:
             if settings.failover_check
             else None
         )
-        # Topic id -> partitions whose verdict changed (None: all of them).
-        redo: dict[UUID, frozenset[int] | None] = dict.fromkeys(delta.changed_topics(), _NOTHING)
+        # Topic id -> partitions to redo (None: all of them): those whose registration
+        # changed, and those whose failover verdict changed.
+        redo: dict[UUID, frozenset[int] | None] = delta.changed_topics()
         if failover is not None and failover.changed:
             verdicts: dict[UUID, set[int]] = {}
             for topic_id, partition in failover.changed:
                 verdicts.setdefault(topic_id, set()).add(partition)
             for topic_id, changed in verdicts.items():
-                redo[topic_id] = frozenset(changed)
+                registered = redo.get(topic_id, _NOTHING)
+                redo[topic_id] = None if registered is None else registered | changed
         every_verdict = failover is not None and failover.changed is None
         by_id = image.topics.by_id
         classes = []
@@ -323,35 +333,32 @@ class ImageAnswers:
 
     def _topic_answer(self, version: int, topic: TopicImage, stale: _Stale | None) -> _TopicAnswer:
         registrations = topic.partitions
-        old_topic: TopicImage = topic
-        old_parts: tuple[PartitionMetadata, ...] = ()
-        redo: frozenset[int] | None = None
-        brokers = _NOTHING
-        if stale is not None:
-            old_topic, old_parts = stale.answer.topic, stale.answer.metadata.partitions
-            redo, brokers = stale.partitions, stale.brokers
-        same_partitions = old_topic.partitions is registrations
         topic_id = topic.id
-        partitions: list[PartitionMetadata] = []
-        reused = 0
-        for i, partition_id in enumerate(sorted(registrations)):
-            registration = registrations[partition_id]
-            old: PartitionMetadata | None = old_parts[i] if i < len(old_parts) else None
-            if (
-                old is not None
-                and old.partition_index == partition_id
-                and redo is not None
-                and partition_id not in redo
-                and (same_partitions or old_topic.partitions.get(partition_id) is registration)
-                and not (brokers and _names_any(registration, brokers))
-            ):
-                partitions.append(old)
-                reused += 1
-            else:
-                partitions.append(self._partition(version, topic_id, partition_id, registration))
-        unchanged = reused == len(old_parts) == len(partitions) and old_topic.name == topic.name
-        if stale is not None and unchanged:  # nothing changed after all: the same object
-            return _TopicAnswer(topic, stale.answer.metadata)
+        ordered = sorted(registrations)
+        old = stale.answer.metadata.partitions if stale is not None else ()
+        redo = stale.partitions if stale is not None else None
+        if (
+            stale is not None
+            and redo is not None
+            and len(old) == len(ordered)
+            and all(p.partition_index == pid for p, pid in zip(old, ordered, strict=True))
+        ):
+            # The same partitions: keep every answer but those the deltas dirtied.
+            partitions = list(old)
+            brokers = stale.brokers
+            redone = 0
+            for i, partition_id in enumerate(ordered):
+                registration = registrations[partition_id]
+                if partition_id in redo or (brokers and _names_any(registration, brokers)):
+                    partitions[i] = self._partition(version, topic_id, partition_id, registration)
+                    redone += 1
+            if not redone and stale.answer.topic.name == topic.name:
+                return _TopicAnswer(topic, stale.answer.metadata)  # the same answer object
+        else:
+            partitions = [
+                self._partition(version, topic_id, partition_id, registrations[partition_id])
+                for partition_id in ordered
+            ]
         metadata = TopicMetadata(
             name=topic.name,
             error_code=ErrorCode.NONE,

@@ -145,9 +145,12 @@ class FailoverModel:
     wait: int = 0
     """Churn events since the last step."""
     members: set[tuple[uuid.UUID, int]] = field(init=False)
+    topics: set[uuid.UUID] = field(init=False)
+    """Topics with a partition in ``partitions`` (membership in O(1))."""
 
     def __post_init__(self) -> None:
         self.members = set(self.partitions)
+        self.topics = {topic_id for topic_id, _ in self.partitions}
 
 
 @dataclass
@@ -175,7 +178,7 @@ class ClusterModel:
 
     def topic_in_failover(self, topic: TopicModel) -> bool:
         """Whether any partition of ``topic`` moved in the failover in flight."""
-        return self.failover is not None and any(t == topic.id for t, _ in self.failover.partitions)
+        return self.failover is not None and topic.id in self.failover.topics
 
     def led_partitions(self, broker_id: int) -> list[tuple[TopicModel, int, PartitionModel]]:
         """Every partition ``broker_id`` leads."""
