@@ -67,8 +67,9 @@ class FailoverMonitor(HoldingConsumer, anyio.AsyncContextManagerMixin):
         self._last_offset = -1
         self._failed_nodes: tuple[int, ...] = ()
 
-    async def on_metadata_update(self, update: MetadataUpdate) -> None:
-        await super().on_metadata_update(update)
+    def on_metadata_update_nowait(self, update: MetadataUpdate) -> None:
+        """Hold the new image and wake the monitor's task to check it."""
+        super().on_metadata_update_nowait(update)
         self._new_image.notify()
 
     @asynccontextmanager

@@ -66,7 +66,8 @@ class StreamMetadataManager(HoldingConsumer):
         self._woken = 0
         self._timeouts = 0
 
-    async def on_metadata_update(self, update: MetadataUpdate) -> None:
+    def on_metadata_update_nowait(self, update: MetadataUpdate) -> None:
+        """Hold the new image (unless its offset did not move) and wake parked fetches."""
         if update.image.offset == self._holder.offset:
             self._skipped += 1
             return

@@ -10,7 +10,13 @@ from structlog.testing import capture_logs
 
 from broker.errors import LoaderHaltedError
 from broker.metadata import Lease, Provenance, lifetime_statistics
-from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataPublisher
+from broker.metadata.pipeline import (
+    DeliveryMode,
+    HoldingConsumer,
+    MetadataPipeline,
+    MetadataPublisher,
+    MetadataUpdate,
+)
 from broker.metadata.records import (
     AbortTransactionRecord,
     BeginTransactionRecord,
@@ -135,6 +141,38 @@ async def test_latest_image_consumer_skips_images_it_did_not_reach_and_releases_
 
 
 # --- isolation ---------------------------------------------------------------------------
+
+
+async def test_an_immediate_latest_image_consumer_holds_each_image_as_it_is_published() -> None:
+    # A holding consumer swaps images synchronously: the publisher hands each image over
+    # in its own call, so readers of the consumer always read the newest image (derived
+    # state they build lands on the image the next delta is applied to).
+    source = seeded_source(1)
+    holder = HoldingConsumer("cache")
+    published: list[tuple[int, int]] = []
+
+    class Witness(RecordingConsumer):
+        async def on_metadata_update(self, update: MetadataUpdate) -> None:
+            published.append((update.image.offset, holder.offset))
+            await super().on_metadata_update(update)
+
+    witness = Witness("witness")
+    with holder:
+        async with MetadataPipeline(source, max_records_per_image=1) as pipeline:
+            subscription = pipeline.add_consumer(holder, DeliveryMode.LATEST_IMAGE)
+            assert subscription.immediate
+            pipeline.add_consumer(witness, DeliveryMode.EVERY_DELTA, queue_size=64)
+            for i in range(20):
+                batch = source.append_nowait([leader_change(i % 4, 1 + i % 2)])
+                with await pipeline.wait_for_offset(batch.last_offset):
+                    assert holder.offset >= batch.last_offset  # no task had to run first
+            await witness.wait_for(source.next_offset - 1)
+            stats = pipeline.statistics().publisher.consumer("cache")
+    witness.close()
+    # The every-delta witness runs later than each publish: the holder is never behind it.
+    assert all(held >= offset for offset, held in published)
+    assert stats.images_delivered == pipeline.statistics().publisher.images_published
+    assert stats.coalesced == 0
 
 
 async def test_a_failing_and_a_blocked_consumer_do_not_stop_the_others() -> None:

@@ -20,6 +20,7 @@ from broker.metadata.pipeline._snapshots import SnapshotWriter
 from broker.metadata.pipeline._subscription import ConsumerStatistics, Subscription
 from broker.metadata.pipeline._updates import (
     DeliveryMode,
+    ImmediateConsumer,
     LoadManifest,
     ManifestSource,
     MetadataConsumer,
@@ -31,6 +32,7 @@ __all__ = [
     "DeliveryMode",
     "HoldingConsumer",
     "ImageHolder",
+    "ImmediateConsumer",
     "LoadManifest",
     "LoaderStatistics",
     "ManifestSource",

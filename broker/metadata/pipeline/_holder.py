@@ -161,9 +161,14 @@ class HoldingConsumer:
         """Offset of the held image (-1 before the first one)."""
         return self._holder.offset
 
-    async def on_metadata_update(self, update: MetadataUpdate) -> None:
-        """Hold the new image (retain new, swap, release old)."""
+    def on_metadata_update_nowait(self, update: MetadataUpdate) -> None:
+        """Hold the new image (retain new, swap, release old): a constant-time swap, so a
+        latest-image publisher hands it over at once (see ImmediateConsumer)."""
         self._holder.set(update.image)
+
+    async def on_metadata_update(self, update: MetadataUpdate) -> None:
+        """The same as :meth:`on_metadata_update_nowait` (every-delta delivery)."""
+        self.on_metadata_update_nowait(update)
 
     def lease(self) -> Lease[MetadataImage]:
         """The held image, retained for the caller: ``with consumer.lease() as image:``."""

@@ -138,7 +138,8 @@ class MetadataPublisher(anyio.AsyncContextManagerMixin):
             raise BrokerError(f"a consumer named {consumer.name!r} is already registered")
         subscription = Subscription(self, consumer, mode, queue_size, stall_timeout)
         self._subscriptions[consumer.name] = subscription
-        self._task_group.start_soon(subscription.run, name=f"consumer:{consumer.name}")
+        if not subscription.immediate:
+            self._task_group.start_soon(subscription.run, name=f"consumer:{consumer.name}")
         with self._holder.lease() as current:
             if current.offset >= 0:
                 delivery = self._delivery(

@@ -17,7 +17,12 @@ import anyio
 from broker._logging import get_logger
 from broker.errors import ConfigurationError
 from broker.metadata import Lease, MetadataImage, release_all
-from broker.metadata.pipeline._updates import DeliveryMode, MetadataConsumer, MetadataUpdate
+from broker.metadata.pipeline._updates import (
+    DeliveryMode,
+    ImmediateConsumer,
+    MetadataConsumer,
+    MetadataUpdate,
+)
 
 __all__ = ["ConsumerStatistics", "Subscription"]
 
@@ -91,6 +96,11 @@ class Subscription:
             queue_size if mode is DeliveryMode.EVERY_DELTA else 0
         )
         self._pending: _Delivery | None = None
+        self.immediate = mode is DeliveryMode.LATEST_IMAGE and isinstance(
+            consumer, ImmediateConsumer
+        )
+        """A latest-image consumer with a synchronous ``on_metadata_update_nowait``: it is
+        handed each image at once, in the publisher's call, and needs no task."""
         self._wake = anyio.Event()
         self._scope = anyio.CancelScope()
         self.initialized = False
@@ -112,6 +122,12 @@ class Subscription:
 
     def offer_nowait(self, delivery: _Delivery) -> bool:
         """Hand over without waiting; False if an every-delta queue is full."""
+        if self.immediate:
+            try:
+                self._deliver_now(delivery)
+            finally:
+                delivery.release()
+            return True
         if self.mode is DeliveryMode.LATEST_IMAGE:
             replaced, self._pending = self._pending, delivery
             if replaced is not None:
@@ -199,17 +215,32 @@ class Subscription:
         try:
             await self.consumer.on_metadata_update(update)
         except Exception as exc:  # a faulty consumer is reported, never fatal to others
-            self.faults += 1
-            logger.error(
-                "consumer_fault",
-                consumer=self.name,
-                offset=update.image.offset,
-                error=f"{type(exc).__name__}: {exc}",
-                exc_info=exc,
-            )
+            self._fault(update, exc)
+        self._delivered(update, delivery.sequence)
+
+    def _deliver_now(self, delivery: _Delivery) -> None:
+        update = delivery.update
+        assert isinstance(self.consumer, ImmediateConsumer)
+        try:
+            self.consumer.on_metadata_update_nowait(update)
+        except Exception as exc:  # a faulty consumer is reported, never fatal to others
+            self._fault(update, exc)
+        self._delivered(update, delivery.sequence)
+
+    def _fault(self, update: MetadataUpdate, exc: Exception) -> None:
+        self.faults += 1
+        logger.error(
+            "consumer_fault",
+            consumer=self.name,
+            offset=update.image.offset,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
+
+    def _delivered(self, update: MetadataUpdate, sequence: int) -> None:
         self.images_delivered += 1
         self.last_offset = update.image.offset
-        self.last_sequence = delivery.sequence
+        self.last_sequence = sequence
 
     def drain(self) -> None:
         """Release everything queued for this consumer (on removal and shutdown)."""

@@ -13,7 +13,14 @@ from typing import Literal, Protocol, runtime_checkable
 
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
 
-__all__ = ["DeliveryMode", "LoadManifest", "ManifestSource", "MetadataConsumer", "MetadataUpdate"]
+__all__ = [
+    "DeliveryMode",
+    "ImmediateConsumer",
+    "LoadManifest",
+    "ManifestSource",
+    "MetadataConsumer",
+    "MetadataUpdate",
+]
 
 
 class DeliveryMode(enum.Enum):
@@ -79,4 +86,20 @@ class MetadataConsumer(Protocol):
 
     async def on_metadata_update(self, update: MetadataUpdate) -> None:
         """Called once per delivered image, never concurrently with itself."""
+        ...
+
+
+@runtime_checkable
+class ImmediateConsumer(Protocol):
+    """A consumer whose update is a constant-time swap, done synchronously.
+
+    In latest-image mode the publisher calls ``on_metadata_update_nowait`` at once, in
+    its own call, instead of waking the consumer's task: whoever reads the consumer's
+    image then always reads the newest published one, and derived state those readers
+    build lands on the image the loader applies the next delta to (so it follows).
+    It must not block nor take long; the image is leased for the call.
+    """
+
+    def on_metadata_update_nowait(self, update: MetadataUpdate) -> None:
+        """Take ``update`` now (retain what you keep)."""
         ...
