@@ -8,7 +8,8 @@ For N = 10k, 100k, 1M partitions and k = 100 changed partitions it measures, in 
 * the memory one more retained image costs (tracemalloc), ours and the baseline's
 
 then the replay throughput of a PartitionChange-heavy log at 100k partitions, with the
-interpreter's default GC thresholds and with ``broker.tune_gc()``.
+interpreter's default GC thresholds (unmanaged, and managed as the loader does by
+default: see ``broker.metadata.pipeline._collection``) and with ``broker.tune_gc()``.
 
 Targets (issue "Foundation"): at N = 1M >= 100x faster than the baseline and <= 1 MiB per
 extra image; replay >= 200k records/s on one core (below 100k is a defect).
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 
 from broker import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline._collection import freeze_now, records_applied
 from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,
@@ -192,20 +194,27 @@ def measure_apply(partitions: int, repeat: int, rng: random.Random) -> dict[str,
 
 def measure_replay(
     partitions: int, records: int, per_image: int, rng: random.Random
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Records/s replaying PartitionChange records into images of ``per_image`` records.
 
     Records are generated per image (outside the timed part), as a loader decodes them
     batch by batch, so the heap holds the image and one group, not the whole log.
-    Returns (default GC, tuned GC).
+    Returns (default GC, default thresholds with the loader's managed freezing, tuned GC).
     """
     topics = topic_ids(partitions)
     base = build_image(topics)
     results = []
-    for thresholds in (gc.get_threshold(), IMAGE_FRIENDLY_GC_THRESHOLDS):
+    default = gc.get_threshold()
+    for thresholds, managed in (
+        (default, False),
+        (default, True),
+        (IMAGE_FRIENDLY_GC_THRESHOLDS, False),
+    ):
         previous = tune_gc(thresholds)
         image = base.retain()
         elapsed = 0.0
+        if managed:
+            freeze_now()  # what the loader does once caught up
         try:
             for _ in range(records // per_image):
                 group = changes(rng, topics, per_image)
@@ -213,13 +222,17 @@ def measure_replay(
                 new = next_image(image, group)
                 image.release()
                 image = new
+                if managed:
+                    records_applied(per_image)  # what the loader does after each image
                 elapsed += time.perf_counter() - started
         finally:
             image.release()
             tune_gc(previous)
+            if managed:
+                gc.unfreeze()
         results.append(records / elapsed)
     base.release()
-    return results[0], results[1]
+    return results[0], results[1], results[2]
 
 
 def main(argv: list[str]) -> int:
@@ -257,12 +270,15 @@ def main(argv: list[str]) -> int:
             ok &= speedup >= 100 and m["ours_bytes"] <= 1024 * 1024
     print()
     print(f"replay of PartitionChange records, 100k partitions, {args.replay_records:,} records")
-    header = f"{'records/image':>13} {'default GC rec/s':>17} {'tuned GC rec/s':>15}"
+    header = (
+        f"{'records/image':>13} {'default GC rec/s':>17} {'managed rec/s':>14} "
+        f"{'tuned GC rec/s':>15}"
+    )
     print(header)
     print("-" * len(header))
     for per_image in (100, 1000, 10_000):
-        default, tuned = measure_replay(100_000, args.replay_records, per_image, rng)
-        print(f"{per_image:>13,} {default:>17,.0f} {tuned:>15,.0f}")
+        default, managed, tuned = measure_replay(100_000, args.replay_records, per_image, rng)
+        print(f"{per_image:>13,} {default:>17,.0f} {managed:>14,.0f} {tuned:>15,.0f}")
     print()
     print(
         "targets: >= 100x the dict copy and <= 1 MiB per image at 1M partitions; "

@@ -26,7 +26,6 @@ import anyio
 from anyio.lowlevel import checkpoint
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from broker._gc import tune_gc
 from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.cache import (
@@ -388,19 +387,18 @@ class Simulation:
     async def _fetcher(
         self, cache: MetadataCache, streams: StreamMetadataManager, rng: random.Random
     ) -> None:
+        candidates: list[tuple[int, int, int]] = []
+        seen_offset = -2
         while True:
             with cache.lease() as image:
-                # The first 500 streams with data (islice: not a walk of every stream).
-                candidates = list(
-                    islice(
-                        (
-                            (s.stream_id, s.start_offset, s.end_offset)
-                            for s in image.streams.streams.values()
-                            if s.end_offset > s.start_offset
-                        ),
-                        500,
-                    )
-                )
+                if image.offset != seen_offset:  # a new image: pick the candidates again
+                    seen_offset = image.offset
+                    # Streams with data among the first 500 (never a walk of every stream).
+                    candidates = [
+                        (s.stream_id, s.start_offset, s.end_offset)
+                        for s in islice(image.streams.streams.values(), 500)
+                        if s.end_offset > s.start_offset
+                    ]
             if candidates:
                 stream_id, start, end = rng.choice(candidates)
                 # Mostly committed data; sometimes past it, which parks until a commit.
@@ -479,7 +477,6 @@ class Simulation:
         interrupted start-up still ends with a summary."""
         config = self.config
         previous_level = set_leak_detection_level(config.leak_detection)
-        previous_gc = tune_gc()
         base = lifetime_statistics()
         self._started = time.monotonic()
         if config.duration is not None:
@@ -500,7 +497,6 @@ class Simulation:
         finally:
             cache.close()
             streams.close()
-            tune_gc(previous_gc)
             set_leak_detection_level(previous_level)
         assert summary is not None  # _run returned, or its error propagated
         return summary

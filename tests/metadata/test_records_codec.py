@@ -115,6 +115,15 @@ def _frames() -> tuple[bytes, bytes]:
     return first, second
 
 
+def test_decoded_records_share_one_uuid_object_per_id() -> None:
+    topic = uuid.UUID(int=42)
+    records = tuple(PartitionChangeRecord(topic_id=topic, partition_id=i) for i in range(3))
+    batch, _ = decode_batch(encode_batch(RecordBatch(0, 1, 0, records)), 0)
+    ids = [record.topic_id for record in batch.records if isinstance(record, PartitionChangeRecord)]
+    assert ids == [topic] * 3
+    assert ids[0] is ids[1] is ids[2]  # one object, not one per partition
+
+
 def test_iter_batches_yields_positions() -> None:
     first, second = _frames()
     assert [(pos, b.base_offset) for pos, b in iter_batches(first + second)] == [

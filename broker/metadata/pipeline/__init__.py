@@ -12,6 +12,12 @@ Every holder of images leases the same way::
     with await x.wait_for_offset(n) as image: ...      # once it reaches offset n
 """
 
+from broker.metadata.pipeline._collection import (
+    GcStatistics,
+    gc_management,
+    gc_statistics,
+    set_gc_management,
+)
 from broker.metadata.pipeline._holder import HoldingConsumer, ImageHolder
 from broker.metadata.pipeline._loader import LoaderStatistics, MetadataLoader, ReplayErrorPolicy
 from broker.metadata.pipeline._pipeline import MetadataPipeline, PipelineStatistics
@@ -30,6 +36,7 @@ from broker.metadata.pipeline._updates import (
 __all__ = [
     "ConsumerStatistics",
     "DeliveryMode",
+    "GcStatistics",
     "HoldingConsumer",
     "ImageHolder",
     "ImmediateConsumer",
@@ -46,4 +53,7 @@ __all__ = [
     "ReplayErrorPolicy",
     "SnapshotWriter",
     "Subscription",
+    "gc_management",
+    "gc_statistics",
+    "set_gc_management",
 ]

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import ConfigurationError, LoaderHaltedError, ReplayError, SnapshotRequiredError
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
+from broker.metadata.pipeline._collection import freeze_now, records_applied
 from broker.metadata.pipeline._publisher import MetadataPublisher
 from broker.metadata.pipeline._updates import LoadManifest
 from broker.metadata.records import (
@@ -107,6 +109,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         *,
         max_records_per_image: int = 10_000,
         on_replay_error: ReplayErrorPolicy = "skip",
+        manage_gc: bool = True,
         name: str = "loader",
     ) -> None:
         if max_records_per_image < 1:
@@ -122,6 +125,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         self.name = name
         self.max_records_per_image = max_records_per_image
         self.on_replay_error = on_replay_error
+        self.manage_gc = manage_gc
+        """Freeze the image heap out of the cyclic GC's way (see ``_collection``)."""
         self._image = MetadataImage.EMPTY
         self._next_offset = 0
         self._hwm: int | None = None
@@ -247,6 +252,9 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
+            # A source with data at hand returns at once: without this the loader would
+            # keep the event loop to itself for a whole catch-up.
+            await checkpoint()
 
     async def _replay_failed(
         self,
@@ -328,6 +336,11 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             # The loader's own reference moves to the new image only after hand-off.
             old, self._image = self._image, image
             old.release()
+        if self.manage_gc:
+            if manifest.source == "snapshot":
+                freeze_now()
+            else:
+                records_applied(manifest.records)
 
     async def _maybe_open_gate(
         self, update: tuple[MetadataDelta, MetadataImage, LoadManifest] | None
@@ -338,6 +351,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 return
             self._caught_up.set()
             logger.info("loader_caught_up", loader=self.name, offset=self._next_offset - 1, hwm=hwm)
+            if self.manage_gc:
+                freeze_now()  # what catching up built lives long: out of the collector's way
             if update is None:
                 # The gate opened on an image applied earlier (a snapshot at HWM-1).
                 image = self._image

@@ -73,6 +73,7 @@ class MetadataPipeline(anyio.AsyncContextManagerMixin):
         *,
         max_records_per_image: int = 10_000,
         on_replay_error: ReplayErrorPolicy = "skip",
+        manage_gc: bool = True,
         name: str = "metadata",
     ) -> None:
         self.source = source
@@ -82,6 +83,7 @@ class MetadataPipeline(anyio.AsyncContextManagerMixin):
             self.publisher,
             max_records_per_image=max_records_per_image,
             on_replay_error=on_replay_error,
+            manage_gc=manage_gc,
             name=f"{name}.loader",
         )
 

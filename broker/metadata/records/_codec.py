@@ -66,9 +66,21 @@ def _default(value: object) -> object:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+_UUID_CACHE_SIZE = 1 << 16
+_uuids: dict[bytes, UUID] = {}
+"""Recently decoded UUIDs. A log names the same few topic ids and directories over and
+over; building a UUID costs more than the rest of a record's msgpack, and sharing one
+object per id also keeps the image smaller. Cleared when full (a bound, not an LRU)."""
+
+
 def _ext_hook(code: int, data: bytes) -> object:
     if code == _UUID_EXT and len(data) == 16:
-        return UUID(bytes=data)
+        found = _uuids.get(data)
+        if found is None:
+            if len(_uuids) >= _UUID_CACHE_SIZE:
+                _uuids.clear()
+            found = _uuids[data] = UUID(bytes=data)
+        return found
     raise ValueError(f"unknown msgpack extension type {code} ({len(data)} bytes)")
 
 
