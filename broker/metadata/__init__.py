@@ -34,6 +34,7 @@ from broker.metadata._meta_streams import (
     meta_stream_prefix,
     parse_meta_stream_key,
 )
+from broker.metadata._pieces import ImagePiece, records_of
 from broker.metadata._refcount import (
     DerivedKey,
     LeakDetectionLevel,
@@ -97,6 +98,7 @@ __all__ = [
     "DerivedKey",
     "FeaturesDelta",
     "FeaturesImage",
+    "ImagePiece",
     "KVDelta",
     "KVImage",
     "LeadershipChanges",
@@ -134,6 +136,7 @@ __all__ = [
     "meta_stream_key",
     "meta_stream_prefix",
     "parse_meta_stream_key",
+    "records_of",
     "release_all",
     "replay_records",
     "retain_all",

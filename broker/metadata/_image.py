@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 from broker.metadata._cluster import ClusterImage
 from broker.metadata._configs import ClientQuotasImage, ConfigurationsImage
 from broker.metadata._features import FeaturesImage, ProducerIdsImage
+from broker.metadata._pieces import ImagePiece, records_of
 from broker.metadata._refcount import RefCounted
 from broker.metadata._security import AclsImage, DelegationTokensImage, ScramImage
 from broker.metadata._streams import KVImage, NodeWALImage, ObjectsImage, StreamsImage
@@ -181,9 +182,14 @@ class MetadataImage(RefCounted):
 
     def write(self) -> Iterator[MetadataRecord]:
         """Records that rebuild this image when replayed onto EMPTY; metadata.version first."""
+        return records_of(self.write_pieces())
+
+    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+        """:meth:`write`, with partitions and streams as pieces that an encoder can
+        recognise from one image to the next (see ``ImagePiece``)."""
         for name in SUB_IMAGES:
             part: Any = getattr(self, name)
-            yield from part.write()
+            yield from part.write_pieces() if hasattr(part, "write_pieces") else part.write()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MetadataImage):

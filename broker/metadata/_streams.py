@@ -10,6 +10,7 @@ from typing import ClassVar
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, MapChanges, MapDelta, Reject, sorted_items
+from broker.metadata._pieces import ImagePiece, records_of
 from broker.metadata.records import (
     AssignedS3ObjectIdRecord,
     AssignedStreamIdRecord,
@@ -171,10 +172,14 @@ class StreamsImage:
     EMPTY: ClassVar[StreamsImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        return records_of(self.write_pieces())
+
+    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+        """:meth:`write` with each stream as a piece (see ``_pieces``)."""
         if self.assigned_stream_id >= 0:
             yield AssignedStreamIdRecord(assigned_stream_id=self.assigned_stream_id)
-        for _, stream in sorted_items(self.streams):
-            yield from stream.write()
+        for stream_id, stream in sorted_items(self.streams):
+            yield ImagePiece(("stream", stream_id), stream, stream.write)
 
 
 StreamsImage.EMPTY = StreamsImage(EMPTY_MAP, -1)

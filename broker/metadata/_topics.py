@@ -15,6 +15,7 @@ from uuid import UUID
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, Reject, sorted_items
+from broker.metadata._pieces import ImagePiece, records_of
 from broker.metadata.records import (
     NO_LEADER,
     NO_LEADER_CHANGE,
@@ -133,9 +134,25 @@ class TopicImage(NamedTuple):
     partitions: Map[int, PartitionRegistration]
 
     def write(self) -> Iterator[MetadataRecord]:
+        return records_of(self.write_pieces())
+
+    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+        """:meth:`write` with each partition as a piece (see ``_pieces``)."""
         yield TopicRecord(name=self.name, topic_id=self.id)
+        topic_id = self.id
         for partition_id, partition in sorted_items(self.partitions):
-            yield partition.to_record(self.id, partition_id)
+            yield ImagePiece(
+                (topic_id, partition_id),
+                partition,
+                _partition_records,
+                (partition, topic_id, partition_id),
+            )
+
+
+def _partition_records(
+    partition: PartitionRegistration, topic_id: UUID, partition_id: int
+) -> tuple[PartitionRecord]:
+    return (partition.to_record(topic_id, partition_id),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +178,13 @@ class TopicsImage:
         return sum(len(topic.partitions) for topic in self.by_id.values())
 
     def write(self) -> Iterator[MetadataRecord]:
+        return records_of(self.write_pieces())
+
+    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+        """:meth:`write` with each topic as a piece (see ``_pieces``)."""
         for _, topic_id in sorted_items(self.by_name):
-            yield from self.by_id[topic_id].write()
+            topic = self.by_id[topic_id]
+            yield ImagePiece(topic_id, topic, topic.write_pieces)
 
 
 TopicsImage.EMPTY = TopicsImage(EMPTY_MAP, EMPTY_MAP)

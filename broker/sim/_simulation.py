@@ -65,6 +65,9 @@ __all__ = [
 
 logger = get_logger(__name__)
 
+MAX_LEAD_RECORDS = 20_000
+"""How far the simulated controller's churn may run ahead of the loader."""
+
 
 class SimulationConfig(BaseModel):
     """Everything one run of the simulated broker needs (the CLI builds this)."""
@@ -328,9 +331,15 @@ class Simulation:
 
     # tasks --------------------------------------------------------------------------------
 
-    async def _churn(self, log: RecordLog, controller: SyntheticController) -> None:
+    async def _churn(
+        self, log: RecordLog, controller: SyntheticController, pipeline: MetadataPipeline
+    ) -> None:
         """Bootstrap when needed, then append churn at ``rate`` events/s until the event
-        budget ends (the duration cancels it from outside)."""
+        budget ends (the duration cancels it from outside).
+
+        The churn never runs more than ``MAX_LEAD_RECORDS`` ahead of the published image:
+        controller and broker share one process here, and a controller that outruns its
+        broker would only measure a growing backlog (and delay the end of the run)."""
         config = self.config
         try:
             if not controller.bootstrapped:
@@ -340,10 +349,15 @@ class Simulation:
             interval = 1.0 / config.rate if config.rate else 0.0
             next_at = time.monotonic()
             while config.events is None or self._events < config.events:
+                last = -1
                 for batch in controller.churn():
                     await log.append_batch(batch)
                     self._batches += 1
+                    last = batch.base_offset + len(batch.records) - 1
                 self._events += 1
+                if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
+                    with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
+                        pass
                 if interval:
                     next_at += interval
                     delay = next_at - time.monotonic()
@@ -649,7 +663,7 @@ class Simulation:
                 rng = random.Random(config.seed * 7 + index)
                 tg.start_soon(self._fetcher, run.cache, run.streams, rng)
             if run.controller is not None:
-                await self._churn(run.log, run.controller)
+                await self._churn(run.log, run.controller, run.pipeline)
             if run.controller is None or config.duration is not None:
                 await anyio.sleep_forever()  # serve until the duration ends
             tg.cancel_scope.cancel()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance, replay_records
-from broker.metadata.records import MetadataRecord
+from broker.metadata.records import (
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    TopicRecord,
+)
+from broker.metadata.sources import Snapshot, SnapshotEncoder
 from tests.strategies import record_sequences
 
 PROVENANCE = Provenance(offset=99, epoch=3, append_time_ms=1234)
@@ -88,3 +95,44 @@ def test_creating_delta_equals_replaying_the_written_image(records: list[Metadat
         replayed.finish_snapshot()
         with Lease(built.apply(PROVENANCE)) as a, Lease(replayed.apply(PROVENANCE)) as b:
             assert a == b
+
+
+@given(record_sequences(), st.data())
+def test_a_snapshot_encoder_following_images_writes_what_each_image_writes(
+    records: list[MetadataRecord], data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(records)), max_size=4)))
+    encoder = SnapshotEncoder()
+    image = MetadataImage.EMPTY
+    for start, end in itertools.pairwise([0, *cuts, len(records)]):
+        delta = MetadataDelta(image)
+        delta.replay_all(records[start:end])
+        next_image = delta.apply(PROVENANCE)
+        image.release()
+        image = next_image
+        encoded, info = encoder.encode(image)
+        snapshot = Snapshot.from_bytes(encoded, name="s")
+        assert snapshot.records == tuple(image.write())  # same records, same order
+        assert snapshot.provenance == image.provenance
+        assert info.records == len(snapshot.records)
+    image.release()
+
+
+def test_a_snapshot_encoder_reencodes_only_the_pieces_a_delta_changed() -> None:
+    topic = uuid.UUID(int=7)
+    records: list[MetadataRecord] = [TopicRecord(name="t", topic_id=topic)]
+    records += [
+        PartitionRecord(partition_id=p, topic_id=topic, replicas=(1,), isr=(1,), leader=1)
+        for p in range(50)
+    ]
+    encoder = SnapshotEncoder()
+    with Lease(replay_records(records, PROVENANCE)) as first:
+        encoder.encode(first)
+        assert (encoder.reused, encoder.encoded) == (0, 51)  # the topic and its 50 partitions
+        delta = MetadataDelta(first)
+        delta.replay(PartitionChangeRecord(partition_id=3, topic_id=topic, leader=-1))
+        with Lease(delta.apply(PROVENANCE)) as second:
+            encoded, _ = encoder.encode(second)
+            # The changed topic again, one partition in it; 49 partitions reused.
+            assert (encoder.reused, encoder.encoded) == (49, 53)
+            assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())

@@ -163,6 +163,11 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
     def halted(self) -> LoaderHaltedError | None:
         return self._halted
 
+    @property
+    def offset(self) -> int:
+        """Last offset applied into an image (-1: none yet)."""
+        return self._image.offset
+
     async def wait_caught_up(self) -> None:
         """Wait until the catch-up gate opened (the first image was published)."""
         await self._caught_up.wait()

@@ -42,6 +42,7 @@ from broker.metadata.records._codec import (
     decode_batch,
     decode_record,
     encode_batch,
+    encode_frame,
     encode_record,
     iter_batches,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "decode_batch",
     "decode_record",
     "encode_batch",
+    "encode_frame",
     "encode_record",
     "iter_batches",
 ]

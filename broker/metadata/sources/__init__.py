@@ -16,6 +16,7 @@ from broker.metadata.sources._source import (
     RecordLog,
     RecordSource,
     Snapshot,
+    SnapshotEncoder,
     SnapshotInfo,
     encode_snapshot,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "RecordSource",
     "RecoveryReport",
     "Snapshot",
+    "SnapshotEncoder",
     "SnapshotInfo",
     "encode_snapshot",
     "parse_etcd_url",

@@ -48,7 +48,7 @@ from broker.errors import (
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
 from broker.metadata.sources._etcd_url import parse_etcd_url
-from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
 
 __all__ = ["EtcdLogStatistics", "EtcdRecordLog"]
 
@@ -121,6 +121,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         self._unavailable_since: float | None = None
         self._appends = 0
         self._reads = 0
+        self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
         self._outages = 0
 
     @property
@@ -335,7 +336,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as chunks and a manifest (the encoding in a worker thread)."""
         name = f"{self.name}@{image.offset}"
-        data, info = await anyio.to_thread.run_sync(encode_snapshot, image, name)
+        data, info = await anyio.to_thread.run_sync(self._snapshot_encoder.encode, image, name)
         chunks = [
             data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
         ]

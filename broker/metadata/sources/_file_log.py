@@ -33,7 +33,7 @@ from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
-from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
 
 __all__ = ["FileRecordLog", "FsyncPolicy", "RecoveryReport"]
 
@@ -118,6 +118,7 @@ class FileRecordLog:
         self.segment_bytes = segment_bytes
         self._segments_dir = directory / "segments"
         self._snapshots_dir = directory / "snapshots"
+        self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
         self._segments: list[_Segment] = []
         self._segment_bases: list[int] = []
         self._next_offset = 0
@@ -363,7 +364,7 @@ class FileRecordLog:
 
     def _write_snapshot_sync(self, image: MetadataImage) -> SnapshotInfo:
         name = _name(image.offset, SNAPSHOT_SUFFIX)
-        data, info = encode_snapshot(image, name)
+        data, info = self._snapshot_encoder.encode(image, name)
         final = self._snapshots_dir / name
         temporary = final.with_name(final.name + ".tmp")
         with open(temporary, "wb") as file:

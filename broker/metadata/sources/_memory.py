@@ -11,7 +11,7 @@ from broker._tasks import Notifier
 from broker.errors import BrokerError, SnapshotRequiredError
 from broker.metadata import MetadataImage, Provenance
 from broker.metadata.records import MetadataRecord, RecordBatch
-from broker.metadata.sources._source import Snapshot, SnapshotInfo, encode_snapshot, next_batch
+from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
 
 __all__ = ["InMemoryRecordSource"]
 
@@ -29,6 +29,7 @@ class InMemoryRecordSource:
         self._bases: list[int] = []
         self._next_offset = 0
         self._log_start = 0
+        self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
         self._appended = Notifier()
         self._snapshots: list[tuple[str, Provenance, bytes]] = []
         """Encoded (compact) snapshots: the newest and one spare."""
@@ -126,7 +127,7 @@ class InMemoryRecordSource:
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Keep ``image`` as the newest encoded snapshot (and the one before it)."""
         name = f"{self._name}@{image.offset}"
-        data, info = await anyio.to_thread.run_sync(encode_snapshot, image, name)
+        data, info = await anyio.to_thread.run_sync(self._snapshot_encoder.encode, image, name)
         self._snapshots.append((name, image.provenance, data))
         del self._snapshots[:-2]
         return info
