@@ -16,6 +16,7 @@ image provenance, recorded sites) as attributes, and puts them in its message::
     ├── FetchTimeoutError         a stream fetch waited too long for a newer image
     ├── StreamFetchError          a stream fetch that can never succeed
     ├── WriterFencedError         another writer claimed the log
+    ├── LogUnavailableError       the log's store did not answer in time
     └── ProtocolError             a Kafka client sent what cannot be answered
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "ImageReleasedError",
     "LifetimeError",
     "LoaderHaltedError",
+    "LogUnavailableError",
     "ProtocolError",
     "ReferenceCountError",
     "ReplayError",
@@ -187,6 +189,10 @@ class WriterFencedError(BrokerError):
         self.epoch = epoch
         self.current = current
         super().__init__(f"writer epoch {epoch} was fenced: the log belongs to epoch {current} now")
+
+
+class LogUnavailableError(BrokerError):
+    """A record log's store (etcd) could not be reached before the deadline."""
 
 
 class StreamFetchError(BrokerError):

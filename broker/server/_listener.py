@@ -15,6 +15,7 @@ connections and lets in-flight requests finish (within ``shutdown_grace`` second
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,11 +65,14 @@ class ListenerStatistics:
 
 
 class _Connection:
-    __slots__ = ("busy", "peer", "scope")
+    __slots__ = ("busy", "evicted", "idle_since", "peer", "scope")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.busy = False
+        self.evicted = False
+        self.idle_since: float | None = None
+        """When it began waiting for a request (None: a request is under way)."""
         self.scope = anyio.CancelScope()
 
 
@@ -85,10 +89,13 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_connections: int = 1024,
         idle_timeout: float = 600.0,
+        request_timeout: float = 30.0,
         shutdown_grace: float = 5.0,
     ) -> None:
         if max_frame_bytes < 1 or max_connections < 1:
             raise ConfigurationError("max_frame_bytes and max_connections must be positive")
+        if idle_timeout <= 0 or request_timeout <= 0:
+            raise ConfigurationError("idle_timeout and request_timeout must be positive")
         self.cache = cache
         self.host = host
         self.port = port
@@ -96,6 +103,10 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        """Seconds a connection may wait between requests before it is closed."""
+        self.request_timeout = request_timeout
+        """Seconds a request may take to arrive once its first byte did (a client that
+        trickles bytes, slowloris-style, is closed after it)."""
         self.shutdown_grace = shutdown_grace
         self._wire_key = wire_metadata_key(cache.settings(listener_name))
         self._connections: set[_Connection] = set()
@@ -162,14 +173,19 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     async def _serve(self, stream: SocketStream) -> None:
         peer = _peer(stream)
+        if not self._closing and len(self._connections) >= self.max_connections:
+            self._evict_oldest_idle()
         if self._closing or len(self._connections) >= self.max_connections:
             self._refused += 1
-            logger.warning(
-                "connection_refused",
-                peer=peer,
-                reason="max_connections",
-                limit=self.max_connections,
-            )
+            if self._closing:
+                logger.info("connection_refused", peer=peer, reason="shutting down")
+            else:
+                logger.warning(
+                    "connection_refused",
+                    peer=peer,
+                    reason="max_connections, none idle",
+                    limit=self.max_connections,
+                )
             await stream.aclose()
             return
         connection = _Connection(peer)
@@ -180,7 +196,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             with connection.scope:
                 reason = await self._requests_of(stream, connection)
             if connection.scope.cancelled_caught:
-                reason = "shutdown"
+                reason = "idle: evicted for a new connection" if connection.evicted else "shutdown"
         finally:
             self._connections.discard(connection)
             connection.busy = False
@@ -192,30 +208,46 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         log = logger.info if kind in ("client closed", "shutdown", "idle") else logger.warning
         log("connection_closed", peer=peer, reason=reason)
 
+    def _evict_oldest_idle(self) -> None:
+        """Make room for a new connection: close the one idle the longest, if any (a
+        full listener favours clients with work over connections that only wait)."""
+        idle = [c for c in self._connections if c.idle_since is not None and not c.evicted]
+        if idle:
+            oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+            oldest.evicted = True
+            self._connections.discard(oldest)  # its slot is the new connection's now
+            oldest.scope.cancel()
+
     async def _requests_of(self, stream: SocketStream, connection: _Connection) -> str:
         """Serve requests until the connection ends; returns why it ended."""
         receive = BufferedByteReceiveStream(stream)
         while not self._closing:
+            connection.idle_since = time.monotonic()
             try:
                 with anyio.fail_after(self.idle_timeout):
-                    size = _INT32.unpack(await receive.receive_exactly(4))[0]
+                    first = await receive.receive_exactly(1)
             except TimeoutError:
-                return f"idle: no request for {self.idle_timeout}s"
+                return f"idle: no request for {self.idle_timeout:g}s"
             except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
                 return "client closed"
-            if size < 0 or size > self.max_frame_bytes:
-                return f"protocol: frame length {size} out of range (max {self.max_frame_bytes})"
-            connection.busy = True
+            connection.idle_since = None
+            size = -1
             try:
-                with anyio.fail_after(self.idle_timeout):
+                # From its first byte on, a request must arrive within request_timeout.
+                with anyio.fail_after(self.request_timeout):
+                    size = _INT32.unpack(first + await receive.receive_exactly(3))[0]
+                    if size < 0 or size > self.max_frame_bytes:
+                        return (
+                            f"protocol: frame length {size} out of range "
+                            f"(max {self.max_frame_bytes})"
+                        )
+                    connection.busy = True
                     frame = await receive.receive_exactly(size)
-            except (
-                TimeoutError,
-                anyio.IncompleteRead,
-                anyio.EndOfStream,
-                anyio.BrokenResourceError,
-            ):
-                return f"protocol: truncated frame ({size} bytes announced)"
+            except TimeoutError:
+                return f"timeout: request not received within {self.request_timeout:g}s"
+            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
+                announced = f" ({size} bytes announced)" if size >= 0 else ""
+                return f"protocol: truncated frame{announced}"
             self._bytes_in += 4 + size
             try:
                 response = self.respond(frame)

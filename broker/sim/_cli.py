@@ -1,8 +1,8 @@
 """``broker-sim``: run the simulated broker with a live display and a summary.
 
 Exit status: 0 when the run was clean; 1 when any reference-count error, released
-read, leak, replay error or consumer fault happened; 2 for bad options or a log
-directory that cannot be opened (one line, no traceback).
+read, leak, replay error or consumer fault happened; 2 for bad options, a log, address
+or output that cannot be opened (one line, no traceback).
 """
 
 from __future__ import annotations
@@ -10,17 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn, TextIO
 
 import anyio
 import structlog
 from pydantic import ValidationError
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
+try:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+except ImportError as missing:  # pragma: no cover - the [cli] extra is not installed
+    raise SystemExit(
+        f"broker-sim needs the [cli] extra ({missing.name} is missing): "
+        "pip install 'kraft-metadata-pipeline[cli]'"
+    ) from None
+
+from broker import __version__
 from broker.errors import BrokerError
 from broker.metadata import LeakDetectionLevel
 from broker.sim._model import WorkloadConfig
@@ -29,6 +41,12 @@ from broker.sim._simulation import Progress, Simulation, SimulationConfig, Simul
 __all__ = ["main"]
 
 PROG = "broker-sim"
+EXIT_CODES = """exit status:
+  0    the run was clean
+  1    the run saw a refcount error, released read, leak, replay error or consumer fault
+  2    bad options, or a log, address or output path that cannot be used
+Ctrl-C (or SIGTERM) at any moment ends the run with its summary.
+"""
 
 
 class _UsageError(Exception):
@@ -48,21 +66,32 @@ def _parser() -> argparse.ArgumentParser:
             "records, the loader and publisher feed the metadata cache, the stream metadata "
             "manager and the failover monitor, and concurrent tasks query them."
         ),
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     run = parser.add_argument_group("run")
-    run.add_argument("--duration", type=float, default=20.0, help="seconds to run (default 20)")
-    run.add_argument("--events", type=int, help="stop after this many churn events (deterministic)")
+    run.add_argument("--duration", type=float, default=20.0, help="seconds to run")
+    run.add_argument(
+        "--events", type=int, help="stop after this many churn events (a deterministic run)"
+    )
     run.add_argument("--rate", type=float, default=1000.0, help="churn events/s, 0 = unthrottled")
-    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--seed", type=int, default=1, help="seed of the workload and the readers")
     cluster = parser.add_argument_group("cluster")
-    cluster.add_argument("--brokers", type=int, default=6)
-    cluster.add_argument("--topics", type=int, default=100)
-    cluster.add_argument("--partitions-per-topic", type=int, default=20)
-    cluster.add_argument("--replication-factor", type=int, default=3)
-    cluster.add_argument("--cluster-id", default="sim-cluster")
+    cluster.add_argument("--brokers", type=int, default=6, help="simulated brokers")
+    cluster.add_argument("--topics", type=int, default=100, help="topics at bootstrap")
+    cluster.add_argument(
+        "--partitions-per-topic", type=int, default=20, help="partitions of each topic"
+    )
+    cluster.add_argument(
+        "--replication-factor", type=int, default=3, help="replicas of each partition"
+    )
+    cluster.add_argument("--cluster-id", default="sim-cluster", help="the cluster's id")
     load = parser.add_argument_group("load")
     load.add_argument("--clients", type=int, default=50, help="concurrent METADATA clients")
-    load.add_argument("--failover-checkers", type=int, default=4)
+    load.add_argument(
+        "--failover-checkers", type=int, default=4, help="concurrent failover-check tasks"
+    )
     load.add_argument("--fetchers", type=int, default=4, help="concurrent stream fetchers")
     load.add_argument(
         "--listen",
@@ -70,30 +99,81 @@ def _parser() -> argparse.ArgumentParser:
         type=_host_port,
         help="serve the Kafka protocol there (port 0: any); brokers advertise it",
     )
+    load.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="--listen: connections kept; at the limit the one idle longest makes room",
+    )
+    load.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="--listen: close a connection idle this long",
+    )
+    load.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="--listen: close a connection whose request takes longer to arrive",
+    )
     storage = parser.add_argument_group("storage")
     storage.add_argument("--log-dir", type=Path, help="file log (resumes from snapshot + log)")
-    storage.add_argument("--fsync", choices=("always", "never"), default="never")
+    storage.add_argument(
+        "--fsync",
+        choices=("always", "never"),
+        default="never",
+        help="file log: acknowledge appends once on disk (always) or once written (never)",
+    )
     storage.add_argument(
         "--etcd", metavar="URL", help="keep the log in etcd: http://HOST:PORT[/PREFIX]"
+    )
+    storage.add_argument(
+        "--etcd-open-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for etcd when opening the log (then exit 2)",
     )
     storage.add_argument("--follow", action="store_true", help="only follow the shared --etcd log")
     storage.add_argument(
         "--snapshot-every", type=int, default=50_000, help="records between snapshots"
     )
-    storage.add_argument("--max-records-per-image", type=int, default=2000)
+    storage.add_argument(
+        "--max-records-per-image",
+        type=int,
+        default=2000,
+        help="most records the loader folds into one image",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--leak-detection",
         choices=[level.name.lower() for level in LeakDetectionLevel],
         default="simple",
+        help="how much the leak detector records about each image's retains",
     )
-    output.add_argument("--log-format", choices=("console", "json"), default="console")
     output.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
+        "--log-format", choices=("console", "json"), default="console", help="log lines on stderr"
     )
-    output.add_argument("--json", metavar="PATH", help="write the summary as JSON ('-' for stdout)")
+    output.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="least level of the log lines on stderr",
+    )
+    output.add_argument(
+        "--json",
+        metavar="PATH",
+        help="write the summary as JSON ('-': to stdout, and the table to stderr)",
+    )
     output.add_argument("--no-live", action="store_true", help="plain progress lines even on a TTY")
     return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown for every option; the exit codes keep their lines."""
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -111,6 +191,9 @@ _OPTION_OF_FIELD = {
     "snapshot_every": "--snapshot-every",
     "max_records_per_image": "--max-records-per-image",
     "log_dir": "--log-dir",
+    "max_connections": "--max-connections",
+    "idle_timeout": "--idle-timeout",
+    "request_timeout": "--request-timeout",
 }
 
 
@@ -139,7 +222,11 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
             leak_detection=LeakDetectionLevel.parse(args.leak_detection),
             seed=args.seed,
             listen=args.listen,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+            request_timeout=args.request_timeout,
             etcd=args.etcd,
+            etcd_open_timeout=args.etcd_open_timeout,
             follow=args.follow,
         )
     except ValidationError as error:
@@ -267,14 +354,14 @@ def summary_table(summary: SimulationSummary) -> Table:
     return table
 
 
-def _run(config: SimulationConfig, *, live: bool, console: Console) -> SimulationSummary:
+def _run(
+    simulation: Simulation, *, live: bool, console: Console, lines: TextIO
+) -> SimulationSummary:
     if live:
         with Live(
             console=console, refresh_per_second=4, redirect_stderr=True, transient=True
         ) as display:
-            simulation = Simulation(
-                config, on_progress=lambda p: display.update(_progress_table(p))
-            )
+            simulation.on_progress = lambda p: display.update(_progress_table(p))
             return anyio.run(simulation.run)
     ticks = 0
 
@@ -282,9 +369,25 @@ def _run(config: SimulationConfig, *, live: bool, console: Console) -> Simulatio
         nonlocal ticks
         ticks += 1
         if ticks % 4 == 0:  # every 2 seconds
-            print(_progress_line(progress), file=sys.stdout, flush=True)
+            print(_progress_line(progress), file=lines, flush=True)
 
-    return anyio.run(Simulation(config, on_progress=line).run)
+    simulation.on_progress = line
+    return anyio.run(simulation.run)
+
+
+def _check_json_path(path: str | None) -> None:
+    """Refuse an output the summary could not be written to, before the run."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise _UsageError(f"--json {path}: is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise _UsageError(f"--json {path}: directory {parent} does not exist")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(parent, os.W_OK)
+    if not writable:
+        raise _UsageError(f"--json {path}: not writable")
 
 
 def _write_json(summary: SimulationSummary, path: str, stdout: TextIO) -> None:
@@ -297,21 +400,51 @@ def _write_json(summary: SimulationSummary, path: str, stdout: TextIO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``broker-sim`` with ``argv``; returns the exit status."""
+    simulations: list[Simulation] = []
+    pending = False
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        # Until the run's own signal handling starts (and after it ends), Ctrl-C only
+        # asks the run to stop: an interrupted start-up still ends with its summary.
+        nonlocal pending
+        pending = True
+        for simulation in simulations:
+            simulation.interrupt()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupted) if in_main_thread else None
     try:
-        args = _parser().parse_args(argv)
-        config = _config(args)
-    except _UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    _configure_logging(args.log_format, args.log_level)
-    console = Console()
-    live = console.is_terminal and not args.no_live
-    try:
-        summary = _run(config, live=live, console=console)
-    except (BrokerError, OSError) as error:
-        print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
-        return 2
-    console.print(summary_table(summary))
-    if args.json:
-        _write_json(summary, args.json, sys.stdout)
-    return 0 if summary.healthy else 1
+        try:
+            args = _parser().parse_args(argv)
+            config = _config(args)
+            _check_json_path(args.json)
+        except _UsageError as error:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return 2
+        _configure_logging(args.log_format, args.log_level)
+        json_on_stdout = args.json == "-"
+        console = Console(stderr=json_on_stdout)  # stdout stays pure JSON
+        live = console.is_terminal and not args.no_live
+        simulation = Simulation(config)
+        simulations.append(simulation)
+        if pending:
+            simulation.interrupt()
+        lines = sys.stderr if json_on_stdout else sys.stdout
+        try:
+            summary = _run(simulation, live=live, console=console, lines=lines)
+        except (BrokerError, OSError) as error:
+            print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
+            return 2
+        console.print(summary_table(summary))
+        if args.json:
+            try:
+                _write_json(summary, args.json, sys.stdout)
+            except OSError as error:
+                print(
+                    f"{PROG}: error: --json {args.json}: {error.strerror or error}", file=sys.stderr
+                )
+                return 2
+        return 0 if summary.healthy else 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

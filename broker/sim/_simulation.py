@@ -35,7 +35,12 @@ from broker.cache import (
     StreamMetadataManager,
     failover_state_key,
 )
-from broker.errors import FetchTimeoutError, StreamFetchError, WriterFencedError
+from broker.errors import (
+    ConfigurationError,
+    FetchTimeoutError,
+    StreamFetchError,
+    WriterFencedError,
+)
 from broker.metadata import (
     LeakDetectionLevel,
     LifetimeStatistics,
@@ -96,8 +101,16 @@ class SimulationConfig(BaseModel):
     seed: int = 1
     listen: tuple[str, int] | None = None
     """Serve the Kafka protocol on (host, port); brokers advertise this address."""
+    max_connections: int = Field(default=1024, ge=1)
+    """Connections the listener keeps; at the limit the one idle longest makes room."""
+    idle_timeout: float = Field(default=600.0, gt=0)
+    """Seconds a connection may wait between requests."""
+    request_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a request may take to arrive once its first byte did (slowloris)."""
     etcd: str | None = None
     """Keep the log in etcd (http://HOST:PORT[/PREFIX]) instead of memory or files."""
+    etcd_open_timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for etcd when opening the log (then the run fails, exit 2)."""
     follow: bool = False
     """Only follow the shared log (another simulation writes it)."""
 
@@ -308,7 +321,14 @@ class Simulation:
         config = self.config
         if config.etcd is not None:
             # sources.EtcdRecordLog loads the etcd client: only runs on etcd pay for it.
-            self._etcd = await stack.enter_async_context(sources.EtcdRecordLog(config.etcd))
+            try:
+                etcd_log = sources.EtcdRecordLog(config.etcd, open_timeout=config.etcd_open_timeout)
+            except ImportError as missing:
+                raise ConfigurationError(
+                    f"--etcd needs the [etcd] extra ({missing.name} is missing): "
+                    "pip install 'kraft-metadata-pipeline[etcd]'"
+                ) from None
+            self._etcd = await stack.enter_async_context(etcd_log)
             return self._etcd
         if config.log_dir is not None:
             opened: FileRecordLog | None = None
@@ -474,6 +494,11 @@ class Simulation:
             if self.on_progress is not None:
                 self.on_progress(progress)
 
+    def interrupt(self) -> None:
+        """Ask the run to stop as Ctrl-C would (before it started: right after start-up).
+        Safe from a signal handler: it only sets a flag the run's phases check."""
+        self._interrupted = True
+
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
@@ -545,7 +570,14 @@ class Simulation:
                 if config.listen is not None:
                     host, port = config.listen
                     run.listener = await stack.enter_async_context(
-                        KafkaListener(cache, host=host, port=port)
+                        KafkaListener(
+                            cache,
+                            host=host,
+                            port=port,
+                            max_connections=config.max_connections,
+                            idle_timeout=config.idle_timeout,
+                            request_timeout=config.request_timeout,
+                        )
                     )
                 if not config.follow:
                     with self._stoppable():

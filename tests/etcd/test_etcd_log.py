@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 from anyio.lowlevel import checkpoint
 
-from broker.errors import WriterFencedError
+from broker.errors import LogUnavailableError, WriterFencedError
 from broker.metadata import Lease, lifetime_statistics
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataUpdate
 from broker.metadata.records import FeatureLevelRecord
 from broker.metadata.sources import EtcdRecordLog
 from broker.sim import SyntheticController, WorkloadConfig, image_fingerprint
+from broker.sim import main as sim_main
 from tests.etcd.conftest import EtcdServer
 from tests.helpers import RecordingConsumer, replay_batches
 
@@ -149,3 +152,28 @@ async def test_cancelling_etcd_calls_is_an_ordinary_anyio_cancellation(etcd: Etc
                 await log.read(0, 1)
             cancelled += scope.cancelled_caught
     assert cancelled > 0
+
+
+async def test_opening_an_unreachable_etcd_fails_at_the_deadline_naming_it() -> None:
+    started = anyio.current_time()
+    with pytest.raises(
+        LogUnavailableError, match=r"etcd at 127\.0\.0\.1:1 did not answer within 1s"
+    ):
+        async with EtcdRecordLog("http://127.0.0.1:1", open_timeout=1.0):
+            pass
+    assert anyio.current_time() - started < 10
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1", "notaurl"])
+def test_broker_sim_on_an_unreachable_or_malformed_etcd_exits_2_with_one_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert (
+        sim_main(["--etcd", url, "--duration", "3", "--no-live", "--etcd-open-timeout", "2"]) == 2
+    )
+    assert time.monotonic() - started < 3 + 2 + 5  # duration plus the deadline, and margin
+    err = capsys.readouterr().err
+    assert err.startswith("broker-sim: error: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err

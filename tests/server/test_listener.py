@@ -155,7 +155,7 @@ async def test_bad_input_closes_only_that_connection(case: str) -> None:
     assert closed["log_level"] == "warning"
 
 
-async def test_max_connections_refuses_the_extra_one() -> None:
+async def test_at_max_connections_the_oldest_idle_one_makes_room() -> None:
     async with (
         served_cluster(max_connections=2) as served,
         RawClient.connect(served.port) as first,
@@ -164,9 +164,45 @@ async def test_max_connections_refuses_the_extra_one() -> None:
         await first.call(METADATA, 1, metadata_request_body(1))
         await second.call(METADATA, 1, metadata_request_body(1))
         async with RawClient.connect(served.port) as third:
-            assert await third.closed_by_server()
+            reply = await third.call(METADATA, 1, metadata_request_body(1))
+            assert {t.name for t in reply.topics} == {"orders", "payments"}
+            assert await first.closed_by_server()  # idle the longest: evicted
+            await second.call(METADATA, 1, metadata_request_body(1))
+        stats = served.listener.statistics()
+        assert stats.connections_refused == 0
+        assert stats.closed["idle"] == 1
+
+
+async def test_at_max_connections_with_none_idle_the_new_one_is_refused() -> None:
+    frame = encode_request(METADATA, 1, 1, metadata_request_body(1))
+    async with (
+        served_cluster(max_connections=1) as served,
+        RawClient.connect(served.port) as busy,
+    ):
+        await busy.stream.send(frame[:6])  # a request under way: not idle
+        await anyio.wait_all_tasks_blocked()
+        async with RawClient.connect(served.port) as extra:
+            assert await extra.closed_by_server()
         assert served.listener.statistics().connections_refused == 1
-        await first.call(METADATA, 1, metadata_request_body(1))
+        await busy.stream.send(frame[6:])
+        busy.correlation = 1
+        await busy.read(METADATA, 1)
+
+
+async def test_a_request_trickling_in_is_cut_off_while_others_are_answered() -> None:
+    frame = encode_request(METADATA, 1, 1, metadata_request_body(1))
+    with capture_logs() as logs:
+        async with (
+            served_cluster(request_timeout=0.2) as served,
+            RawClient.connect(served.port) as slow,
+            RawClient.connect(served.port) as good,
+        ):
+            await slow.stream.send(frame[:3])  # and then nothing (slowloris)
+            await good.call(METADATA, 1, metadata_request_body(1))
+            assert await slow.closed_by_server()
+            await good.call(METADATA, 1, metadata_request_body(1))
+    reasons = [e["reason"] for e in logs if e["event"] == "connection_closed"]
+    assert "timeout: request not received within 0.2s" in reasons
 
 
 async def test_an_idle_connection_is_closed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 
+import broker
+from broker.sim import _cli as sim_cli
 from broker.sim import main
 
 SMALL = ["--topics", "6", "--partitions-per-topic", "3", "--no-live", "--clients", "8"]
@@ -98,6 +101,63 @@ def test_bad_options_exit_2_with_one_line(
     assert "Traceback" not in err
 
 
+def test_version_and_help_list_the_version_exit_codes_and_every_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.strip() == f"broker-sim {broker.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "exit status:" in text
+    assert "  2    bad options" in text
+    options = text[text.index("options:") :]
+    for option in ("--fsync", "--seed", "--brokers", "--max-records-per-image", "--log-level"):
+        block = options[options.index(f"  {option}") :].split("\n  -", 1)[0]
+        assert "(default:" in block, option
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing-dir/summary.json", "does not exist"),
+        (".", "is a directory"),
+    ],
+)
+def test_an_unusable_json_path_exits_2_before_the_run(
+    where: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / where
+    assert main([*SMALL, "--duration", "60", "--json", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"broker-sim: error: --json {path}")
+    assert message in err
+    assert "summary" not in capsys.readouterr().out
+
+
+def test_an_interrupt_before_the_run_starts_still_ends_with_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C while the options are parsed: the run starts interrupted and summarises.
+    original = sim_cli._check_json_path
+
+    def check_then_interrupt(path: str | None) -> None:
+        original(path)
+        signal.raise_signal(signal.SIGINT)
+
+    out = tmp_path / "summary.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sim_cli, "_check_json_path", check_then_interrupt)
+        code = main([*SMALL, "--duration", "60", "--json", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["interrupted"] is True
+    assert summary["seconds"] < 30
+    assert "broker-sim summary" in capsys.readouterr().out
+
+
 @pytest.mark.integration
 def test_a_corrupt_log_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
@@ -136,9 +196,10 @@ def test_the_module_and_the_console_script_run(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    summary = json.loads(result.stdout)  # stdout is the JSON alone; the table is on stderr
     assert summary["events"] == 20
     assert summary["healthy"] is True
+    assert "broker-sim summary" in result.stderr
 
 
 @pytest.mark.integration

@@ -8,14 +8,16 @@ frees them), so walking them finds nothing.
 
 The loader therefore *freezes* what is alive (``gc.freeze()``: the collector ignores
 those objects from then on) once it has caught up, after each snapshot load, and again
-whenever enough records were applied since the last time; each time after a
-collection, so no garbage is frozen. Full collections then walk only what was allocated
-since, and nobody has to change the interpreter's thresholds.
+whenever enough records were applied since the last time; each time right after a
+collection of the young generations, so young garbage is not frozen. Full collections
+then walk only what was allocated since, and nobody has to change the interpreter's
+thresholds.
 
-Frozen objects are still freed by reference counting; only a reference *cycle* among
-objects alive at a freeze would wait for the next unfreeze. So every ``unfreeze_after``
-seconds the whole heap is unfrozen and collected once (one full pause, at a known
-rhythm), which bounds how long an application's cyclic garbage can linger.
+Frozen objects are still freed by reference counting; only a reference *cycle* that
+was already in the old generation at a freeze waits for the next unfreeze. So every
+``UNFREEZE_AFTER`` seconds the whole heap is unfrozen and collected once (one full
+pause, at a known rhythm), which bounds how long an application's cyclic garbage can
+linger.
 
 Process-wide by nature (the collector is): several loaders share one schedule. Turn it
 off with ``MetadataLoader(manage_gc=False)`` (or ``MetadataPipeline``), or globally
@@ -97,8 +99,8 @@ def gc_statistics() -> GcStatistics:
 
 
 def freeze_now() -> None:
-    """Collect what was allocated since the last freeze, then freeze what is alive
-    (and, every ``UNFREEZE_AFTER`` seconds, collect the whole heap first)."""
+    """Collect the young generations, then freeze what is alive (and, every
+    ``UNFREEZE_AFTER`` seconds, unfreeze and collect the whole heap first)."""
     s = _schedule
     with s.lock:
         if not s.enabled:
@@ -109,7 +111,10 @@ def freeze_now() -> None:
             gc.unfreeze()
             s.full += 1
             s.last_full = started
-        gc.collect()
+        # Young generations only: collecting the old one would walk the whole heap,
+        # the very pause this avoids. Cyclic garbage already old is frozen with the
+        # rest and freed at the next whole-heap collection.
+        gc.collect(2 if full else 1)
         gc.freeze()
         pause = time.monotonic() - started
         s.freezes += 1

@@ -12,7 +12,10 @@ it into the next image and hands the image to the publisher. The rules it follow
   record type and reason) and skipped, or halts the loader when ``on_replay_error`` is
   ``"halt"``; an image never contains a half-applied record.
 * Records between BeginTransaction and EndTransaction land in one image;
-  AbortTransaction discards them.
+  AbortTransaction discards them. A marker that does not fit (Begin inside a
+  transaction, End or Abort outside one) is a replay error and changes nothing, as in
+  Kafka's MetadataBatchLoader: the images published are a function of the log alone,
+  however its batches happen to be read.
 * A consumer fault never stops the loader (the publisher contains it).
 """
 
@@ -66,6 +69,18 @@ class LoaderStatistics:
     transactions_aborted: int
     snapshots_loaded: int
     halted: str | None
+
+
+_MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
+
+
+def _misplaced_marker(kind: type, in_transaction: bool) -> str | None:
+    """Why a transaction marker does not fit here (Kafka's MetadataBatchLoader rules)."""
+    if kind is BeginTransactionRecord and in_transaction:
+        return "a transaction is already open (BeginTransaction inside a transaction)"
+    if kind is not BeginTransactionRecord and not in_transaction:
+        return "no transaction is open (no BeginTransaction before it)"
+    return None
 
 
 class _Group:
@@ -227,22 +242,30 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 for index, record in enumerate(batch.records):
                     offset = batch.base_offset + index
                     kind = type(record)
-                    if kind is BeginTransactionRecord:
-                        if delta.records:
-                            # What came before the transaction is its own image (the
-                            # batch then counts in both manifests: both hold its records).
-                            before = Provenance(offset - 1, batch.epoch, batch.append_time_ms)
-                            await self._commit(delta, before, group)
-                            delta, group = MetadataDelta(self._image), _Group()
-                            group.add(batch)
-                        in_transaction = True
-                    elif kind is EndTransactionRecord:
-                        in_transaction = False
-                    elif kind is AbortTransactionRecord:
-                        in_transaction = False
-                        self._aborted += 1
-                        logger.info("transaction_aborted", loader=self.name, offset=offset)
-                        delta = MetadataDelta(self._image)
+                    if kind in _MARKERS:
+                        misplaced = _misplaced_marker(kind, in_transaction)
+                        if misplaced is not None:
+                            # Kafka's rule: a marker that does not fit is a replay error
+                            # and changes nothing (neither the records nor the state).
+                            error = ReplayError(kind.__name__, misplaced, offset=offset)
+                            group.errors += 1
+                            await self._replay_failed(error, delta, batch, offset, group)
+                        elif kind is BeginTransactionRecord:
+                            if delta.records:
+                                # What came before the transaction is its own image (the
+                                # batch then counts in both manifests: both hold its records).
+                                before = Provenance(offset - 1, batch.epoch, batch.append_time_ms)
+                                await self._commit(delta, before, group)
+                                delta, group = MetadataDelta(self._image), _Group()
+                                group.add(batch)
+                            in_transaction = True
+                        elif kind is EndTransactionRecord:
+                            in_transaction = False
+                        else:  # AbortTransactionRecord
+                            in_transaction = False
+                            self._aborted += 1
+                            logger.info("transaction_aborted", loader=self.name, offset=offset)
+                            delta = MetadataDelta(self._image)
                     else:
                         try:
                             delta.replay(record, offset)
@@ -254,11 +277,13 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 self._records += len(batch.records)
                 self._records_read += len(batch.records)
                 provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
+                # A source with data at hand returns at once, and one read can hold
+                # thousands of records: yield after every batch so the loader never
+                # keeps the event loop to itself for a whole read, let alone a catch-up.
+                await checkpoint()
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
-            # A source with data at hand returns at once: without this the loader would
-            # keep the event loop to itself for a whole catch-up.
             await checkpoint()
 
     async def _replay_failed(

@@ -42,6 +42,7 @@ from broker._tasks import single_cause
 from broker.errors import (
     BrokerError,
     CorruptRecordError,
+    LogUnavailableError,
     SnapshotRequiredError,
     WriterFencedError,
 )
@@ -58,6 +59,13 @@ T = TypeVar("T")
 _HEAD = struct.Struct(">qqq")
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 SNAPSHOTS_KEPT = 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 _TRANSIENT = (
     aetcd.exceptions.ConnectionFailedError,
     aetcd.exceptions.ConnectionTimeoutError,
@@ -108,8 +116,18 @@ class EtcdLogStatistics:
 class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     """A RecordLog stored in etcd. ``async with EtcdRecordLog(url) as log:``"""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        open_timeout: float = 10.0,
+        name: str | None = None,
+    ) -> None:
         self.host, self.port, prefix = parse_etcd_url(url)
+        self.open_timeout = open_timeout
+        """Seconds opening may wait for etcd before it fails with LogUnavailableError
+        (once open, an outage is waited out: appends and reads retry)."""
         self._prefix = prefix.encode()
         self._head_key = self._prefix + b"head"
         self._log_prefix = self._prefix + b"log/"
@@ -123,6 +141,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         self._reads = 0
         self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
         self._outages = 0
+        self._last_error = ""
 
     @property
     def name(self) -> str:
@@ -141,8 +160,14 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     async def __asynccontextmanager__(self) -> AsyncIterator[EtcdRecordLog]:
         with single_cause():
             try:
-                head = await self._retrying("open", self._head)
-                self._next_offset = head.next_offset
+                with anyio.move_on_after(self.open_timeout) as opening:
+                    head = await self._retrying("open", self._head, report=False)
+                    self._next_offset = head.next_offset
+                if opening.cancelled_caught:
+                    raise LogUnavailableError(
+                        f"etcd at {self.host}:{self.port} did not answer within "
+                        f"{self.open_timeout:g}s ({self._last_error or 'no answer'})"
+                    )
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
@@ -150,8 +175,11 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
 
     # resilience ------------------------------------------------------------------------
 
-    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation`` until etcd answers; report an outage once, and its end."""
+    async def _retrying(
+        self, what: str, operation: Callable[[], Awaitable[T]], *, report: bool = True
+    ) -> T:
+        """Run ``operation`` until etcd answers; report an outage once, and its end
+        (unless not ``report``: opening fails with the outage as its error instead)."""
         delay = 0.05
         while True:
             try:
@@ -160,21 +188,24 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
                 await _recognise_cancellation()
                 raise
             except _TRANSIENT as error:
+                self._last_error = _one_line(error)
                 if self._unavailable_since is None:
                     self._unavailable_since = time.monotonic()
                     self._outages += 1
-                    logger.warning(
-                        "etcd_unavailable", log=self.name, operation=what, error=str(error)
-                    )
+                    if report:
+                        logger.warning(
+                            "etcd_unavailable", log=self.name, operation=what, error=str(error)
+                        )
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             if self._unavailable_since is not None:
                 down = time.monotonic() - self._unavailable_since
                 self._unavailable_since = None
-                logger.warning(
-                    "etcd_recovered", log=self.name, operation=what, seconds=round(down, 3)
-                )
+                if report:
+                    logger.warning(
+                        "etcd_recovered", log=self.name, operation=what, seconds=round(down, 3)
+                    )
             return result
 
     # head ------------------------------------------------------------------------------
