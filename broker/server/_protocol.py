@@ -99,7 +99,8 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
     """(api key, version, correlation id, request body) of one request frame.
 
     The body is None for an ApiVersions request of a version newer than we know (the
-    client then gets our versions and retries); anything else undecodable raises.
+    client then gets our versions and retries); anything else undecodable raises. Bytes
+    after a decoded body are ignored, as Kafka does.
     """
     if len(frame) < _HEADER_START.size:
         raise ProtocolError(f"request of {len(frame)} bytes has no header")
@@ -122,10 +123,9 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
         raise ProtocolError(
             f"undecodable {schema.__name__} v{version}: {type(error).__name__}: {error}"
         ) from None
-    if used + size != len(frame):
-        raise ProtocolError(
-            f"{schema.__name__} v{version} has {len(frame) - used - size} trailing bytes"
-        )
+    # Bytes after a body that decoded are ignored, as Kafka's RequestContext.parseRequest
+    # does (it reads the request's struct and never looks at what remains): librdkafka
+    # sends Metadata v13 with three of them, and Kafka brokers answer it.
     return api_key, version, header.correlation_id, body
 
 

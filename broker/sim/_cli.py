@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--brokers", type=int, default=6, help="simulated brokers")
     cluster.add_argument("--topics", type=int, default=100, help="topics at bootstrap")
     cluster.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="partitions at bootstrap, in all: sets --topics to N / --partitions-per-topic",
+    )
+    cluster.add_argument(
         "--partitions-per-topic", type=int, default=20, help="partitions of each topic"
     )
     cluster.add_argument(
@@ -198,6 +204,10 @@ _OPTION_OF_FIELD = {
 
 
 def _config(args: argparse.Namespace) -> SimulationConfig:
+    if args.partitions is not None:
+        if args.partitions < 1 or args.partitions_per_topic < 1:
+            raise _UsageError("--partitions and --partitions-per-topic must be positive")
+        args.topics = -(-args.partitions // args.partitions_per_topic)  # rounded up
     try:
         workload = WorkloadConfig(
             seed=args.seed,

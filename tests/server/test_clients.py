@@ -6,6 +6,7 @@ import anyio
 import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition as AioTopicPartition
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.server.cluster import failover_completed, failover_started, served_cluster
@@ -50,6 +51,34 @@ async def test_kafka_python_sees_topics_leaders_and_a_failover() -> None:
         _, _, leader = await anyio.to_thread.run_sync(kafka_python_view, served.port)
         assert leader == 2
         assert served.listener.statistics().requests["Metadata"] >= 3
+
+
+def librdkafka_view(port: int) -> tuple[set[str], set[int], int, str | None]:
+    """Topics, broker ids, orders-0's leader and its error, from librdkafka
+    (confluent-kafka's AdminClient, the engine under most non-Java clients)."""
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 5000})
+    metadata = admin.list_topics(timeout=10)
+    partition = metadata.topics["orders"].partitions[0]
+    error = partition.error.name() if partition.error is not None else None
+    return set(metadata.topics), set(metadata.brokers), partition.leader, error
+
+
+async def test_librdkafka_sees_topics_brokers_leaders_and_a_failover() -> None:
+    async with served_cluster() as served:
+        topics, brokers, leader, error = await anyio.to_thread.run_sync(
+            librdkafka_view, served.port
+        )
+        assert topics == {"orders", "payments"}
+        assert brokers == {1, 2, 3}
+        assert (leader, error) == (1, None)
+
+        await served.append(failover_started())
+        _, _, leader, error = await anyio.to_thread.run_sync(librdkafka_view, served.port)
+        assert (leader, error) == (-1, "LEADER_NOT_AVAILABLE")
+
+        await served.append(failover_completed())
+        _, _, leader, error = await anyio.to_thread.run_sync(librdkafka_view, served.port)
+        assert (leader, error) == (2, None)
 
 
 async def test_aiokafka_sees_topics_leaders_and_a_failover() -> None:

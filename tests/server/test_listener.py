@@ -243,3 +243,18 @@ async def test_shutdown_finishes_the_request_in_flight() -> None:
 def test_request_frames_carry_their_size() -> None:
     frame = encode_request(METADATA, 9, 3, metadata_request_body(9, ["a"]))
     assert struct.unpack(">i", frame[:4])[0] == len(frame) - 4
+
+
+LIBRDKAFKA_METADATA_V13 = bytes.fromhex("0003000d00000003000772646b61666b610000000000010000")
+"""A Metadata v13 request as librdkafka 2.x sends it: its body decodes in four bytes and
+three more follow (captured from confluent-kafka's AdminClient.list_topics)."""
+
+
+async def test_librdkafkas_metadata_request_with_trailing_bytes_is_answered() -> None:
+    async with served_cluster() as served, RawClient.connect(served.port) as client:
+        frame = struct.pack(">i", len(LIBRDKAFKA_METADATA_V13)) + LIBRDKAFKA_METADATA_V13
+        await client.stream.send(frame)
+        client.correlation = 3
+        reply = await client.read(METADATA, 13)
+        assert {t.name for t in reply.topics} == {"orders", "payments"}
+        assert "protocol" not in served.listener.statistics().closed

@@ -101,6 +101,15 @@ def test_bad_options_exit_2_with_one_line(
     assert "Traceback" not in err
 
 
+def test_partitions_sets_the_topic_count(tmp_path: Path) -> None:
+    code, summary = run(
+        tmp_path, "--partitions", "25", "--partitions-per-topic", "3", "--events", "0"
+    )
+    assert code == 0
+    assert summary["topics"] == 9  # 25 / 3, rounded up
+    assert summary["partitions"] == 27
+
+
 def test_version_and_help_list_the_version_exit_codes_and_every_default(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
