@@ -118,7 +118,7 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
     schema = load_request_schema(api_key, version)
     try:
         header, used = entity_reader(schema.__header_schema__)(frame, 0)
-        body, size = entity_reader(schema)(frame, used)
+        body, _ = entity_reader(schema)(frame, used)
     except Exception as error:  # kio raises several types for malformed input
         raise ProtocolError(
             f"undecodable {schema.__name__} v{version}: {type(error).__name__}: {error}"
