@@ -325,7 +325,12 @@ def summary_table(summary: SimulationSummary) -> Table:
         ("churn events / batches", f"{summary.events:,} / {summary.batches:,}"),
         ("records", f"{summary.records:,} ({summary.records_per_s:,.0f}/s)"),
         ("images published", f"{summary.images:,} ({summary.images_per_s:,.0f}/s)"),
-        ("final offset", f"{summary.final_offset:,}"),
+        (
+            "final offset",
+            f"{summary.final_offset:,}"
+            if summary.final_offset >= summary.log_end_offset
+            else f"{summary.final_offset:,} (log ends at {summary.log_end_offset:,})",
+        ),
         (
             "brokers / topics / partitions / streams",
             f"{summary.brokers} / {summary.topics} / {summary.partitions:,} / {summary.streams:,}",

@@ -159,6 +159,10 @@ class SimulationSummary:
     images: int
     images_per_s: float
     final_offset: int
+    """Offset of the image the run ended on (what the rest of the summary describes)."""
+    log_end_offset: int
+    """Last offset in the log (durable, with ``--fsync always``) when the run ended; the
+    final image reached it unless the run was cut short."""
     brokers: int
     topics: int
     partitions: int
@@ -306,6 +310,7 @@ class Simulation:
         self._max_lag = 0
         self._errors: list[str] = []
         self._interrupted = False
+        self._log_end = -1
         self._started = 0.0
         self._events = 0
         self._batches = 0
@@ -590,7 +595,12 @@ class Simulation:
                 # (the same seed gives the same final image); a timed or an interrupted
                 # one reports the image it has, within a second.
                 complete = config.duration is None and not self._interrupted
-                final = await self._final_image(run, wait=30.0 if complete else 1.0)
+                log_end = self._log_end = await run.log.high_water_mark() - 1
+                # A timed run waits a few seconds for the loader to reach the end of the
+                # log (the churn runs at most MAX_LEAD_RECORDS ahead), an interrupted one
+                # one second: the summary names both offsets when they differ.
+                wait = 30.0 if complete else 1.0 if self._interrupted else 4.0
+                final = await self._final_image(run, log_end, wait=wait)
         cache.close()  # the consumers release their images before the summary counts them
         streams.close()
         return self._summary(run, final, resumed_from, base)
@@ -617,6 +627,7 @@ class Simulation:
             images=images,
             images_per_s=round(images / elapsed, 1),
             final_offset=final.offset,
+            log_end_offset=self._log_end,
             brokers=final.brokers,
             topics=final.topics,
             partitions=final.partitions,
@@ -700,10 +711,9 @@ class Simulation:
                 await anyio.sleep_forever()  # serve until the duration ends
             tg.cancel_scope.cancel()
 
-    async def _final_image(self, run: _Run, *, wait: float) -> FinalImage:
-        """Give the loader up to ``wait`` seconds to reach the last appended record, then
-        describe the image the cache holds."""
-        last = await run.log.high_water_mark() - 1
+    async def _final_image(self, run: _Run, last: int, *, wait: float) -> FinalImage:
+        """Give the loader up to ``wait`` seconds to reach offset ``last`` (the end of the
+        log), then describe the image the cache holds."""
         with anyio.move_on_after(wait):
             with await run.cache.wait_for_offset(last):
                 pass

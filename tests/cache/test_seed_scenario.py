@@ -45,7 +45,9 @@ class Oracle:
     """Every image's expected per-topic answer, computed without the cache's code."""
 
     def __init__(self) -> None:
-        self.expected: dict[int, dict[str, int]] = {}
+        # Readers may ask before the first image is published: the cache then answers
+        # from the empty image (offset -1), which knows no topic.
+        self.expected: dict[int, dict[str, int]] = {-1: {}}
 
     @property
     def name(self) -> str:

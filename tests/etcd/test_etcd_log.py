@@ -177,3 +177,32 @@ def test_broker_sim_on_an_unreachable_or_malformed_etcd_exits_2_with_one_line(
     assert err.startswith("broker-sim: error: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+async def test_a_truncation_whose_delete_was_lost_is_completed_by_the_next_one(
+    etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = SyntheticController(CONFIG)
+    batches = list(controller.batches(300))
+    async with EtcdRecordLog(etcd.url) as log:
+        await log.claim()
+        for batch in batches:
+            await log.append_batch(batch)
+        async with MetadataPipeline(log) as pipeline:
+            with await pipeline.wait_for_offset(batches[-1].last_offset) as image:
+                await log.save_snapshot(image)
+        client = log._client
+        real_delete = client.delete_range
+
+        async def lost_delete(*args: object, **kwargs: object) -> None:
+            raise OSError("connection reset while deleting")
+
+        monkeypatch.setattr(client, "delete_range", lost_delete)
+        with anyio.move_on_after(1):  # the head moved; the delete keeps failing
+            await log.truncate_before(batches[-1].next_offset)
+        monkeypatch.setattr(client, "delete_range", real_delete)
+        await log.truncate_before(batches[-1].next_offset)  # the head is already there
+        head = await log._head()
+        assert head.log_start == batches[-1].next_offset
+        left = await client.get_range(log._log_key(0), log._log_key(head.log_start))
+        assert list(left) == []

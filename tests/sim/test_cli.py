@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import broker
+from broker.metadata.records import iter_batches
 from broker.sim import _cli as sim_cli
 from broker.sim import main
 
@@ -75,6 +76,47 @@ def test_restart_from_log_dir_reaches_the_same_image_and_goes_on(tmp_path: Path)
     assert code == 0
     assert after["final_offset"] > before["final_offset"]
     assert after["replay_errors"] == 0
+
+
+@pytest.mark.parametrize("frames_kept", [1, 2, 3])
+def test_a_log_cut_inside_the_bootstrap_resumes_cleanly(tmp_path: Path, frames_kept: int) -> None:
+    # A crash between bootstrap batches: the log ends part-way through topic creation,
+    # with no snapshot to fall back on.
+    log_dir = tmp_path / "log"
+    argv = ["--log-dir", str(log_dir), "--topics", "100", "--partitions-per-topic", "20"]
+    code, _ = main_json(tmp_path, [*argv, "--events", "10", "--no-live"], name="first")
+    assert code == 0
+    (segment,) = sorted((log_dir / "segments").glob("*.log"))
+    data = segment.read_bytes()
+    positions = [position for position, _ in iter_batches(data)]
+    segment.write_bytes(data[: positions[frames_kept]])
+    for snapshot in (log_dir / "snapshots").glob("*"):
+        snapshot.unlink()
+    code, resumed = main_json(tmp_path, [*argv, "--events", "50", "--no-live"], name="resumed")
+    assert code == 0
+    assert resumed["replay_errors"] == 0
+    assert resumed["healthy"] is True
+
+
+def main_json(tmp_path: Path, argv: list[str], *, name: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / f"{name}.json"
+    code = main([*argv, "--json", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_a_timed_durable_run_reports_the_end_of_its_log(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    code, summary = run(
+        tmp_path, "--log-dir", str(log_dir), "--fsync", "always", "--duration", "2", "--rate", "0"
+    )
+    assert code == 0
+    # Unthrottled churn stops mid-append at the deadline; the summary describes the
+    # image at the end of what the log holds, and says where that is.
+    assert summary["final_offset"] == summary["log_end_offset"] > 0
+    code, reopened = run(tmp_path, "--log-dir", str(log_dir), "--events", "0", name="reopened")
+    assert code == 0
+    assert reopened["resumed_from_offset"] == summary["log_end_offset"]
+    assert reopened["image_sha256"] == summary["image_sha256"]
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,6 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
-            await checkpoint()
 
     async def _replay_failed(
         self,

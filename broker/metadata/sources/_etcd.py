@@ -439,16 +439,25 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             # Only whole batches go: the new start is the first batch at or after the limit.
             new_start = await self._batch_start_at_or_after(limit, head)
             if new_start <= head.log_start:
+                # Nothing to move; still clear what an earlier, interrupted truncation
+                # may have left below the start (its delete is a separate call).
+                await self._delete_below(head.log_start)
                 return 0
             new = _Head(head.next_offset, head.epoch, new_start)
             if not await self._swap_head(head, new):
                 return None
-            await self._client.delete_range(self._log_key(head.log_start), self._log_key(new_start))
+            # Everything below the new start, not only since the old one: idempotent,
+            # so a retry after a lost delete leaves no key behind.
+            await self._delete_below(new_start)
             return new_start - head.log_start
 
         while (dropped := await self._retrying("truncate", truncate_once)) is None:
             pass
         return dropped
+
+    async def _delete_below(self, start: int) -> None:
+        if start > 0:
+            await self._client.delete_range(self._log_key(0), self._log_key(start))
 
     async def _batch_start_at_or_after(self, offset: int, head: _Head) -> int:
         window = 256

@@ -271,13 +271,18 @@ class FileRecordLog:
 
     async def append_batch(self, batch: RecordBatch) -> None:
         """Append one batch; readers see it once it is durable (fsync ``always``) or written.
+        Cancellation never leaves a batch in the file that readers were not shown.
 
         The write itself goes to the page cache in the event loop (small and fast); only
         fsync, which can block for long, runs in a worker thread.
         """
         fd = self._write(batch)
         if fd is not None:
-            await anyio.to_thread.run_sync(self._sync, fd)
+            # Once written, the batch is in the file whatever happens to this task: a
+            # cancelled append still finishes its fsync and becomes readable, so the
+            # high-water mark never lags what a restart would recover.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._sync, fd)
         self._readable_offset = max(self._readable_offset, batch.next_offset)
         self._appended.notify()
 
