@@ -507,7 +507,7 @@ class Simulation:
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                self._interrupted = True
+                self.interrupt()
                 logger.warning("simulation_interrupted")
                 for scope in self._stoppables:
                     scope.cancel()

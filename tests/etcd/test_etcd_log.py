@@ -11,7 +11,7 @@ from anyio.lowlevel import checkpoint
 from broker.errors import LogUnavailableError, WriterFencedError
 from broker.metadata import Lease, lifetime_statistics
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, MetadataUpdate
-from broker.metadata.records import FeatureLevelRecord
+from broker.metadata.records import FeatureLevelRecord, RecordBatch
 from broker.metadata.sources import EtcdRecordLog
 from broker.sim import SyntheticController, WorkloadConfig, image_fingerprint
 from broker.sim import main as sim_main
@@ -117,18 +117,23 @@ async def test_followers_resume_after_etcd_restarts_mid_stream(etcd: EtcdServer)
         assert set(results.values()) == {image_fingerprint(expected)}
 
 
+async def write_and_snapshot(log: EtcdRecordLog, batches: list[RecordBatch]) -> None:
+    """Claim ``log``, append ``batches`` and snapshot the image they load into."""
+    await log.claim()
+    for batch in batches:
+        await log.append_batch(batch)
+    async with MetadataPipeline(log) as pipeline:
+        with await pipeline.wait_for_offset(batches[-1].last_offset) as image:
+            await log.save_snapshot(image)
+
+
 async def test_a_follower_behind_a_truncated_log_loads_the_snapshot(etcd: EtcdServer) -> None:
     base = lifetime_statistics()
     controller = SyntheticController(CONFIG)
     first, second = list(controller.batches(300)), list(controller.batches(200))
     async with EtcdRecordLog(etcd.url) as writer:
-        await writer.claim()
-        for batch in first:
-            await writer.append_batch(batch)
         # A follower takes a snapshot of what it loaded; the log below it goes.
-        async with MetadataPipeline(writer) as pipeline:
-            with await pipeline.wait_for_offset(first[-1].last_offset) as image:
-                await writer.save_snapshot(image)
+        await write_and_snapshot(writer, first)
         dropped = await writer.truncate_before(first[-1].next_offset)
         assert dropped == first[-1].next_offset
         await writer.compact_history()
@@ -185,12 +190,7 @@ async def test_a_truncation_whose_delete_was_lost_is_completed_by_the_next_one(
     controller = SyntheticController(CONFIG)
     batches = list(controller.batches(300))
     async with EtcdRecordLog(etcd.url) as log:
-        await log.claim()
-        for batch in batches:
-            await log.append_batch(batch)
-        async with MetadataPipeline(log) as pipeline:
-            with await pipeline.wait_for_offset(batches[-1].last_offset) as image:
-                await log.save_snapshot(image)
+        await write_and_snapshot(log, batches)
         client = log._client
         real_delete = client.delete_range
 

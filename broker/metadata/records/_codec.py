@@ -129,7 +129,7 @@ def encode_frame(
 ) -> bytes:
     """One frame of ``count`` records already encoded one by one (:func:`encode_record`,
     concatenated): the same bytes :func:`encode_batch` writes for those records."""
-    header: bytes = msgpack.Packer().pack_array_header(count)
+    header: bytes = _packers.packer.pack_array_header(count)
     return _frame(base_offset, epoch, append_time_ms, count, header + records)
 
 

@@ -101,13 +101,23 @@ class SnapshotEncoder:
         """``image.write()`` encoded record by record, as ``(bytes, records)`` runs. Once
         fully consumed, the pieces seen replace the remembered ones."""
         seen: dict[Hashable, _Encoded] = {}
-        for part in image.write_pieces():
+        yield from self._parts(image.write_pieces(), self._pieces, seen)
+        self._pieces = seen
+
+    def _parts(
+        self,
+        parts: Iterable[MetadataRecord | ImagePiece],
+        known: dict[Hashable, _Encoded],
+        seen: dict[Hashable, _Encoded],
+    ) -> Iterator[tuple[bytes, int]]:
+        """``parts`` encoded: records afresh, pieces from ``known`` while unchanged (what
+        was used goes into ``seen``, to be known next time)."""
+        for part in parts:
             if type(part) is ImagePiece:
-                encoded = self._piece(part, self._pieces, seen)
+                encoded = self._piece(part, known, seen)
                 yield encoded.data, encoded.records
             else:
                 yield encode_record(part), 1  # type: ignore[arg-type]  # a record
-        self._pieces = seen
 
     def _piece(
         self, piece: ImagePiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
@@ -117,19 +127,11 @@ class SnapshotEncoder:
             self.reused += 1
         else:
             self.encoded += 1
-            known_parts = before.parts if before is not None else {}
             parts: dict[Hashable, _Encoded] = {}
-            chunks: list[bytes] = []
-            records = 0
-            for part in piece.parts():
-                if type(part) is ImagePiece:
-                    inner = self._piece(part, known_parts, parts)
-                    chunks.append(inner.data)
-                    records += inner.records
-                else:
-                    chunks.append(encode_record(part))  # type: ignore[arg-type]  # a record
-                    records += 1
-            before = _Encoded(piece.value, b"".join(chunks), records, parts)
+            known_parts = before.parts if before is not None else {}
+            encoded = list(self._parts(piece.parts(), known_parts, parts))
+            data = b"".join(data for data, _ in encoded)
+            before = _Encoded(piece.value, data, sum(n for _, n in encoded), parts)
         seen[piece.key] = before
         return before
 
