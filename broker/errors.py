@@ -17,6 +17,7 @@ image provenance, recorded sites) as attributes, and puts them in its message::
     ├── StreamFetchError          a stream fetch that can never succeed
     ├── WriterFencedError         another writer claimed the log
     ├── LogUnavailableError       the log's store did not answer in time
+    ├── ListenError               a listener cannot open its address (also an OSError)
     └── ProtocolError             a Kafka client sent what cannot be answered
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "HolderClosedError",
     "ImageReleasedError",
     "LifetimeError",
+    "ListenError",
     "LoaderHaltedError",
     "LogUnavailableError",
     "ProtocolError",
@@ -202,6 +204,17 @@ class StreamFetchError(BrokerError):
         self.stream_id = stream_id
         self.reason = reason
         super().__init__(f"cannot fetch stream {stream_id}: {reason}")
+
+
+class ListenError(BrokerError, OSError):
+    """A listener cannot open its address (in use, not this machine's, not allowed)."""
+
+    def __init__(self, host: str, port: int, reason: str, errno: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.errno = errno
 
 
 class ProtocolError(BrokerError):

@@ -1,7 +1,8 @@
 """The metadata cache: METADATA answers, the failover check and stream metadata.
 
 The answers and the failover check are pure functions of one image
-(:func:`answer_metadata`, :func:`check_partition`); the consumers keep their own
+(:func:`answer_metadata`, :func:`check_partition`, :func:`describe_configs`,
+:func:`describe_topic_partitions`); the consumers keep their own
 reference to the newest image and lease it per request: :class:`MetadataCache`,
 :class:`StreamMetadataManager` and :class:`FailoverMonitor`.
 """
@@ -19,6 +20,21 @@ from broker.cache._answers import (
     version_class,
 )
 from broker.cache._cache import MetadataCache
+from broker.cache._describe import (
+    MAX_RESPONSE_PARTITIONS,
+    ConfigEntry,
+    ConfigSource,
+    ConfigsRequest,
+    ConfigsResult,
+    ConfigSynonym,
+    ConfigType,
+    TopicPartitionsCursor,
+    TopicPartitionsRequest,
+    TopicPartitionsResponse,
+    describe_configs,
+    describe_topic_partitions,
+    topic_name_error,
+)
 from broker.cache._failover import (
     FailoverIndex,
     FailoverState,
@@ -51,10 +67,17 @@ __all__ = [
     "DEFAULT_LISTENER",
     "INTERNAL_TOPICS",
     "MAX_METADATA_VERSION",
+    "MAX_RESPONSE_PARTITIONS",
     "AnswerSettings",
     "BrokerMetadata",
     "BrokerViews",
     "ClusterDescription",
+    "ConfigEntry",
+    "ConfigSource",
+    "ConfigSynonym",
+    "ConfigType",
+    "ConfigsRequest",
+    "ConfigsResult",
     "DirectoryId",
     "ErrorCode",
     "FailoverIndex",
@@ -76,11 +99,17 @@ __all__ = [
     "StreamMetadataManager",
     "TopicMetadata",
     "TopicPartitionKey",
+    "TopicPartitionsCursor",
+    "TopicPartitionsRequest",
+    "TopicPartitionsResponse",
     "answer_metadata",
     "answers_key",
     "check_partition",
+    "describe_configs",
+    "describe_topic_partitions",
     "failed_nodes",
     "failover_state_key",
     "partitions_in_failover",
+    "topic_name_error",
     "version_class",
 ]

@@ -10,6 +10,7 @@ carries the provenance it was answered from.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from uuid import UUID
 
 from broker.cache._answers import (
@@ -19,6 +20,14 @@ from broker.cache._answers import (
     ImageAnswers,
     PartitionLeader,
     answers_key,
+)
+from broker.cache._describe import (
+    ConfigsRequest,
+    ConfigsResult,
+    TopicPartitionsRequest,
+    TopicPartitionsResponse,
+    describe_configs,
+    describe_topic_partitions,
 )
 from broker.cache._failover import MissingStreamPolicy
 from broker.cache._models import BrokerMetadata, MetadataRequest, MetadataResponse
@@ -109,6 +118,27 @@ class MetadataCache(HoldingConsumer):
                 answers.views.listed,
                 image.provenance,
             )
+
+    def describe_configs(
+        self,
+        resources: Iterable[ConfigsRequest],
+        *,
+        broker_id: int | None = None,
+        include_synonyms: bool = False,
+    ) -> tuple[ConfigsResult, ...]:
+        """What DescribeConfigs answers when broker ``broker_id`` is asked, from the
+        current image's dynamic configs."""
+        with self._holder.lease() as image:
+            return describe_configs(
+                image, resources, broker_id=broker_id, include_synonyms=include_synonyms
+            )
+
+    def describe_topic_partitions(
+        self, request: TopicPartitionsRequest, *, listener: str = DEFAULT_LISTENER
+    ) -> TopicPartitionsResponse:
+        """What DescribeTopicPartitions answers, from the current image's Metadata answers."""
+        with self._holder.lease() as image:
+            return describe_topic_partitions(image, self.answers(image, listener), request)
 
     def partition_leader(
         self, topic: str, partition: int, *, listener: str = DEFAULT_LISTENER

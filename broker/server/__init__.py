@@ -1,6 +1,6 @@
 """The Kafka wire listener: real Kafka clients fetch metadata from the broker."""
 
-from broker.server._listener import KafkaListener, ListenerStatistics
+from broker.server._listener import KafkaListener, ListenerStatistics, broker_listeners
 from broker.server._metadata_wire import (
     MetadataFormat,
     WireMetadata,
@@ -10,22 +10,32 @@ from broker.server._metadata_wire import (
 from broker.server._protocol import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
+    DESCRIBE_CONFIGS,
+    DESCRIBE_TOPIC_PARTITIONS,
     METADATA,
     SUPPORTED_VERSIONS,
     api_versions_response,
+    configs_requests,
     decode_request,
     decode_response,
     describe_cluster_body,
+    describe_configs_body,
+    describe_configs_request_body,
+    describe_topic_partitions_body,
     encode_request,
     encode_response,
     metadata_body,
     metadata_request,
     metadata_request_body,
+    topic_partitions_request,
+    topic_partitions_request_body,
 )
 
 __all__ = [
     "API_VERSIONS",
     "DESCRIBE_CLUSTER",
+    "DESCRIBE_CONFIGS",
+    "DESCRIBE_TOPIC_PARTITIONS",
     "METADATA",
     "SUPPORTED_VERSIONS",
     "KafkaListener",
@@ -33,14 +43,21 @@ __all__ = [
     "MetadataFormat",
     "WireMetadata",
     "api_versions_response",
+    "broker_listeners",
+    "configs_requests",
     "decode_request",
     "decode_response",
     "describe_cluster_body",
+    "describe_configs_body",
+    "describe_configs_request_body",
+    "describe_topic_partitions_body",
     "encode_request",
     "encode_response",
     "metadata_body",
     "metadata_format",
     "metadata_request",
     "metadata_request_body",
+    "topic_partitions_request",
+    "topic_partitions_request_body",
     "wire_metadata_key",
 ]

@@ -14,12 +14,14 @@ connections and lets in-flight requests finish (within ``shutdown_grace`` second
 
 from __future__ import annotations
 
+import errno
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
@@ -28,20 +30,26 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache
-from broker.errors import ConfigurationError, ProtocolError
+from broker.errors import ConfigurationError, ListenError, ProtocolError
 from broker.server._metadata_wire import wire_metadata_key
 from broker.server._protocol import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
+    DESCRIBE_CONFIGS,
+    DESCRIBE_TOPIC_PARTITIONS,
     METADATA,
     api_versions_response,
+    configs_requests,
     decode_request,
     describe_cluster_body,
+    describe_configs_body,
+    describe_topic_partitions_body,
     encode_response,
     metadata_request,
+    topic_partitions_request,
 )
 
-__all__ = ["KafkaListener", "ListenerStatistics"]
+__all__ = ["KafkaListener", "ListenerStatistics", "broker_listeners"]
 
 logger = get_logger(__name__)
 
@@ -86,6 +94,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         host: str = "127.0.0.1",
         port: int = 0,
         listener_name: str = DEFAULT_LISTENER,
+        broker_id: int | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_connections: int = 1024,
         idle_timeout: float = 600.0,
@@ -100,6 +109,9 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self.host = host
         self.port = port
         self.listener_name = listener_name
+        self.broker_id = broker_id
+        """The broker this listener is (its own configs answer DescribeConfigs for a broker
+        resource; None: only the cluster-wide default does)."""
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -128,7 +140,13 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[KafkaListener]:
         with single_cause():
-            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            try:
+                listener = await anyio.create_tcp_listener(
+                    local_host=self.host, local_port=self.port
+                )
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise ListenError(self.host, self.port, reason, error.errno) from error
             self.port = listener.extra(SocketAttribute.local_port)
             logger.info(
                 "listener_started", host=self.host, port=self.port, listener=self.listener_name
@@ -275,19 +293,29 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         if api_key == API_VERSIONS:
             self._requests["ApiVersions"] += 1
             return api_versions_response(version, correlation_id)
+        cache = self.cache
         if api_key == METADATA:
             self._requests["Metadata"] += 1
-            return encode_response(METADATA, version, correlation_id, self._metadata(body, version))
-        if api_key == DESCRIBE_CLUSTER:
+            answer = self._metadata(body, version)
+        elif api_key == DESCRIBE_CLUSTER:
             self._requests["DescribeCluster"] += 1
-            description = self.cache.describe_cluster(self.listener_name)
-            return encode_response(
-                DESCRIBE_CLUSTER,
-                version,
-                correlation_id,
-                describe_cluster_body(description, version),
+            answer = describe_cluster_body(cache.describe_cluster(self.listener_name), version)
+        elif api_key == DESCRIBE_CONFIGS:
+            self._requests["DescribeConfigs"] += 1
+            resources, synonyms = configs_requests(body)
+            results = cache.describe_configs(
+                resources, broker_id=self.broker_id, include_synonyms=synonyms
             )
-        raise ProtocolError(f"unsupported API key {api_key}")  # pragma: no cover - decode refuses
+            answer = describe_configs_body(results, version)
+        elif api_key == DESCRIBE_TOPIC_PARTITIONS:
+            self._requests["DescribeTopicPartitions"] += 1
+            response = cache.describe_topic_partitions(
+                topic_partitions_request(body), listener=self.listener_name
+            )
+            answer = describe_topic_partitions_body(response)
+        else:  # pragma: no cover - decode_request refuses every other key
+            raise ProtocolError(f"unsupported API key {api_key}")
+        return encode_response(api_key, version, correlation_id, answer)
 
     def _metadata(self, body: object, version: int) -> bytes:
         try:
@@ -311,6 +339,52 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
         )
+
+
+@asynccontextmanager
+async def broker_listeners(
+    cache: MetadataCache,
+    broker_ids: Iterable[int],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **options: Any,
+) -> AsyncIterator[dict[int, KafkaListener]]:
+    """One listener per broker, all answering from ``cache``, as a real cluster gives each
+    broker its own address: the lowest id listens on ``port``, the next ones on the next
+    free ports after it (port 0: every broker gets a port of the system's choosing).
+
+    ``options`` go to every :class:`KafkaListener`. Yields the listeners by broker id.
+    """
+    ids = sorted(set(broker_ids))
+    async with AsyncExitStack() as stack:
+        listeners: dict[int, KafkaListener] = {}
+        candidate = port
+        for index, broker_id in enumerate(ids):
+            for _ in range(_PORT_SEARCH):
+                listener = KafkaListener(
+                    cache, host=host, port=candidate, broker_id=broker_id, **options
+                )
+                try:
+                    await stack.enter_async_context(listener)
+                except ListenError as error:
+                    if index == 0 or port == 0 or error.errno != errno.EADDRINUSE:
+                        raise
+                    candidate += 1
+                    continue
+                break
+            else:
+                raise ListenError(
+                    host, candidate, f"no free port among the {_PORT_SEARCH} after {port}"
+                )
+            listeners[broker_id] = listener
+            if port != 0:
+                candidate = listener.port + 1
+        yield listeners
+
+
+_PORT_SEARCH = 100
+"""How many ports after a busy one a broker's listener tries."""
 
 
 def _peer(stream: SocketStream) -> str:

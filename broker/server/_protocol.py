@@ -3,7 +3,8 @@
 Pure functions: a request frame in, a response frame out (or ProtocolError, after which
 the connection is closed). Served: ApiVersions v0-4 (with the UNSUPPORTED_VERSION
 fallback clients rely on), Metadata v0-13 (through the metadata cache, so the failover
-check and Kafka's error semantics hold on the wire) and DescribeCluster v0-1.
+check and Kafka's error semantics hold on the wire), DescribeConfigs v1-4 (v0 is gone
+from Kafka 4.0 and from kio), DescribeCluster v0-1 and DescribeTopicPartitions v0.
 """
 
 from __future__ import annotations
@@ -25,39 +26,58 @@ from kio.static.primitive import i16, i32
 
 from broker.cache import (
     ClusterDescription,
+    ConfigsRequest,
+    ConfigsResult,
     ErrorCode,
     MetadataRequest,
     MetadataResponse,
     RequestTopic,
+    TopicPartitionsCursor,
+    TopicPartitionsRequest,
+    TopicPartitionsResponse,
 )
 from broker.errors import ProtocolError
 
 __all__ = [
     "API_VERSIONS",
     "DESCRIBE_CLUSTER",
+    "DESCRIBE_CONFIGS",
+    "DESCRIBE_TOPIC_PARTITIONS",
     "METADATA",
     "SUPPORTED_VERSIONS",
     "api_versions_response",
+    "configs_requests",
     "decode_request",
     "decode_response",
     "describe_cluster_body",
+    "describe_configs_body",
+    "describe_configs_request_body",
+    "describe_topic_partitions_body",
     "encode_request",
     "encode_response",
     "metadata_body",
     "metadata_request",
     "metadata_request_body",
+    "topic_partitions_request",
+    "topic_partitions_request_body",
 ]
 
 API_VERSIONS = 18
 """API key of ApiVersions."""
 METADATA = 3
 """API key of Metadata."""
+DESCRIBE_CONFIGS = 32
+"""API key of DescribeConfigs."""
 DESCRIBE_CLUSTER = 60
 """API key of DescribeCluster."""
+DESCRIBE_TOPIC_PARTITIONS = 75
+"""API key of DescribeTopicPartitions."""
 SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     API_VERSIONS: (0, 4),
     METADATA: (0, 13),
+    DESCRIBE_CONFIGS: (1, 4),
     DESCRIBE_CLUSTER: (0, 1),
+    DESCRIBE_TOPIC_PARTITIONS: (0, 0),
 }
 """Served versions (lowest, highest) by API key: what ApiVersions advertises."""
 _NO_THROTTLE = datetime.timedelta(0)
@@ -261,6 +281,115 @@ def describe_cluster_body(description: ClusterDescription, version: int) -> byte
     return _encode(body)
 
 
+def configs_requests(body: Any) -> tuple[list[ConfigsRequest], bool]:
+    """The resources of a decoded kio DescribeConfigs request, and whether it asks for
+    synonyms."""
+    resources = [
+        ConfigsRequest(
+            int(r.resource_type),
+            r.resource_name,
+            tuple(r.configuration_keys) if r.configuration_keys is not None else None,
+        )
+        for r in body.resources
+    ]
+    return resources, bool(getattr(body, "include_synonyms", False))
+
+
+def describe_configs_body(results: tuple[ConfigsResult, ...], version: int) -> bytes:
+    """The encoded DescribeConfigs body of ``results`` for ``version``."""
+    module = _module(DESCRIBE_CONFIGS, version, request=False)
+    body = _build(
+        module.DescribeConfigsResponse,
+        throttle_time=_NO_THROTTLE,
+        results=tuple(
+            _build(
+                module.DescribeConfigsResult,
+                error_code=KioErrorCode(result.error_code),
+                error_message=result.error_message,
+                resource_type=result.resource_type,
+                resource_name=result.resource_name,
+                configs=tuple(
+                    _build(
+                        module.DescribeConfigsResourceResult,
+                        name=entry.name,
+                        value=entry.value,
+                        read_only=entry.read_only,
+                        config_source=int(entry.source),
+                        is_sensitive=entry.is_sensitive,
+                        synonyms=tuple(
+                            _build(
+                                module.DescribeConfigsSynonym,
+                                name=synonym.name,
+                                value=synonym.value,
+                                source=int(synonym.source),
+                            )
+                            for synonym in entry.synonyms
+                        ),
+                        config_type=int(entry.config_type),
+                        documentation=None,
+                    )
+                    for entry in result.configs
+                ),
+            )
+            for result in results
+        ),
+    )
+    return _encode(body)
+
+
+def topic_partitions_request(body: Any) -> TopicPartitionsRequest:
+    """Our request model from a decoded kio DescribeTopicPartitions request."""
+    cursor = body.cursor
+    return TopicPartitionsRequest(
+        topics=tuple(t.name for t in body.topics),
+        partition_limit=body.response_partition_limit,
+        cursor=TopicPartitionsCursor(cursor.topic_name, cursor.partition_index)
+        if cursor is not None
+        else None,
+    )
+
+
+def describe_topic_partitions_body(response: TopicPartitionsResponse) -> bytes:
+    """The encoded DescribeTopicPartitions v0 body of ``response``."""
+    module = _module(DESCRIBE_TOPIC_PARTITIONS, 0, request=False)
+    cursor = response.next_cursor
+    body = module.DescribeTopicPartitionsResponse(
+        throttle_time=_NO_THROTTLE,
+        topics=tuple(
+            module.DescribeTopicPartitionsResponseTopic(
+                error_code=KioErrorCode(t.error_code),
+                name=t.name,
+                topic_id=t.topic_id,
+                is_internal=t.is_internal,
+                partitions=tuple(
+                    module.DescribeTopicPartitionsResponsePartition(
+                        error_code=KioErrorCode(p.error_code),
+                        partition_index=p.partition_index,
+                        leader_id=p.leader_id,
+                        leader_epoch=p.leader_epoch,
+                        replica_nodes=p.replica_nodes,
+                        isr_nodes=p.isr_nodes,
+                        # No eligible leader replicas in this image model: empty, as
+                        # Kafka sends for a partition without them.
+                        eligible_leader_replicas=(),
+                        last_known_elr=(),
+                        offline_replicas=p.offline_replicas,
+                    )
+                    for p in t.partitions
+                ),
+                topic_authorized_operations=t.topic_authorized_operations,
+            )
+            for t in response.topics
+        ),
+        next_cursor=module.Cursor(
+            topic_name=cursor.topic_name, partition_index=cursor.partition_index
+        )
+        if cursor is not None
+        else None,
+    )
+    return _encode(body)
+
+
 def encode_request(
     api_key: int, version: int, correlation_id: int, body: Any, client_id: str = "broker"
 ) -> bytes:
@@ -298,4 +427,37 @@ def metadata_request_body(version: int, topics: list[str] | None = None) -> Any:
         allow_auto_topic_creation=False,
         include_cluster_authorized_operations=False,
         include_topic_authorized_operations=False,
+    )
+
+
+def describe_configs_request_body(
+    version: int, resources: list[ConfigsRequest], *, include_synonyms: bool = False
+) -> Any:
+    """A kio DescribeConfigs request body of ``version`` (1-4)."""
+    module = _module(DESCRIBE_CONFIGS, version, request=True)
+    return _build(
+        module.DescribeConfigsRequest,
+        resources=tuple(
+            module.DescribeConfigsResource(
+                resource_type=r.resource_type,
+                resource_name=r.resource_name,
+                configuration_keys=r.keys,
+            )
+            for r in resources
+        ),
+        include_synonyms=include_synonyms,
+        include_documentation=False,
+    )
+
+
+def topic_partitions_request_body(request: TopicPartitionsRequest) -> Any:
+    """A kio DescribeTopicPartitions v0 request body of ``request``."""
+    module = _module(DESCRIBE_TOPIC_PARTITIONS, 0, request=True)
+    cursor = request.cursor
+    return module.DescribeTopicPartitionsRequest(
+        topics=tuple(module.TopicRequest(name=name) for name in request.topics),
+        response_partition_limit=request.partition_limit,
+        cursor=module.Cursor(topic_name=cursor.topic_name, partition_index=cursor.partition_index)
+        if cursor is not None
+        else None,
     )

@@ -33,7 +33,7 @@ except ImportError as missing:  # pragma: no cover - the [cli] extra is not inst
     ) from None
 
 from broker import __version__
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ListenError
 from broker.metadata import LeakDetectionLevel
 from broker.sim._model import WorkloadConfig
 from broker.sim._simulation import Progress, Simulation, SimulationConfig, SimulationSummary
@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         metavar="HOST:PORT",
         type=_host_port,
-        help="serve the Kafka protocol there (port 0: any); brokers advertise it",
+        help="serve the Kafka protocol, one port per simulated broker: the first broker on "
+        "PORT, the others on the next free ports (0: any free ports); each broker "
+        "advertises its own. A fenced broker is not advertised; its port keeps answering",
     )
     load.add_argument(
         "--max-connections",
@@ -347,7 +349,12 @@ def summary_table(summary: SimulationSummary) -> Table:
         ),
         ("stream fetches", f"{summary.fetches:,}"),
         *(
-            [("Kafka listener / wire requests", f"{summary.listen} / {summary.wire_requests:,}")]
+            [
+                (
+                    "Kafka listeners / wire requests",
+                    f"{_addresses(summary.broker_addresses)} / {summary.wire_requests:,}",
+                )
+            ]
             if summary.listen
             else []
         ),
@@ -369,6 +376,21 @@ def summary_table(summary: SimulationSummary) -> Table:
     return table
 
 
+def _addresses(addresses: dict[int, str]) -> str:
+    """``host:first-last`` for consecutive ports on one host, else every address."""
+    hosts_ports = [a.rsplit(":", 1) for a in addresses.values()]
+    hosts = {host for host, _ in hosts_ports}
+    ports = [int(port) for _, port in hosts_ports]
+    if len(hosts) == 1 and len(ports) > 1 and ports == list(range(ports[0], ports[0] + len(ports))):
+        return f"{hosts.pop()}:{ports[0]}-{ports[-1]}"
+    return ", ".join(addresses.values())
+
+
+def _listening_line(addresses: dict[int, tuple[str, int]]) -> str:
+    brokers = ", ".join(f"{broker}={host}:{port}" for broker, (host, port) in addresses.items())
+    return f"{PROG}: Kafka listeners by broker id: {brokers}"
+
+
 def _run(
     simulation: Simulation, *, live: bool, console: Console, lines: TextIO
 ) -> SimulationSummary:
@@ -377,6 +399,7 @@ def _run(
             console=console, refresh_per_second=4, redirect_stderr=True, transient=True
         ) as display:
             simulation.on_progress = lambda p: display.update(_progress_table(p))
+            simulation.on_listening = lambda a: display.console.print(_listening_line(a))
             return anyio.run(simulation.run)
     ticks = 0
 
@@ -387,6 +410,7 @@ def _run(
             print(_progress_line(progress), file=lines, flush=True)
 
     simulation.on_progress = line
+    simulation.on_listening = lambda a: print(_listening_line(a), file=lines, flush=True)
     return anyio.run(simulation.run)
 
 
@@ -447,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         lines = sys.stderr if json_on_stdout else sys.stdout
         try:
             summary = _run(simulation, live=live, console=console, lines=lines)
+        except ListenError as error:
+            print(f"{PROG}: error: --listen: {error}", file=sys.stderr)
+            return 2
         except (BrokerError, OSError) as error:
             print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)
             return 2

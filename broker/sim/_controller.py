@@ -10,7 +10,7 @@ Same config (seed included) -> same batches, byte for byte; time is simulated.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from broker.metadata import MetadataImage
 from broker.metadata.records import (
@@ -29,6 +29,8 @@ METADATA_VERSION = 21
 """The ``metadata.version`` feature level the bootstrap finalizes."""
 START_TIME_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z: simulated time starts here."""
+DEFAULT_PORT = 9092
+"""The port a broker without a real listener advertises (Kafka's default)."""
 TICK_MS = 10
 """Simulated milliseconds per churn event."""
 NODE_EVENTS = frozenset({EventKind.CONTROLLED_SHUTDOWN, EventKind.FAILOVER})
@@ -44,7 +46,7 @@ class SyntheticController:
         *,
         epoch: int = 1,
         listener_host: str | None = None,
-        listener_port: int = 9092,
+        listener_ports: Mapping[int, int] | None = None,
         model: ClusterModel | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -58,6 +60,7 @@ class SyntheticController:
         self._bootstrapped = model is not None
         self._rng = rng if rng is not None else random.Random(config.seed)
         self._listener_host = listener_host
+        self._listener_ports = dict(listener_ports or {})
         self._kinds = list(EVENT_WEIGHTS)
         self._weights = list(EVENT_WEIGHTS.values())
         self._last_node_event: int | None = None
@@ -68,7 +71,7 @@ class SyntheticController:
             self._rng,
             now=self._now,
             host=self._host,
-            port=listener_port,
+            port=self._port,
         )
 
     @classmethod
@@ -78,7 +81,7 @@ class SyntheticController:
         image: MetadataImage,
         *,
         listener_host: str | None = None,
-        listener_port: int = 9092,
+        listener_ports: Mapping[int, int] | None = None,
     ) -> SyntheticController:
         """A controller that continues the log ``image`` was loaded from (a restart).
 
@@ -89,7 +92,7 @@ class SyntheticController:
             config,
             epoch=max(image.epoch, 0) + 1,
             listener_host=listener_host,
-            listener_port=listener_port,
+            listener_ports=listener_ports,
             model=ClusterModel.from_image(config, image),
             rng=random.Random(config.seed * 1_000_003 + image.offset),
         )
@@ -104,8 +107,12 @@ class SyntheticController:
         return START_TIME_MS + self.events * TICK_MS
 
     def _host(self, broker_id: int) -> str:
-        """Where broker ``broker_id`` says it listens: one real listener serves them all."""
+        """The host broker ``broker_id`` advertises: the real listeners' host, if any."""
         return self._listener_host or f"broker-{broker_id}.sim.local"
+
+    def _port(self, broker_id: int) -> int:
+        """The port broker ``broker_id`` advertises: its own listener's, if it has one."""
+        return self._listener_ports.get(broker_id, DEFAULT_PORT)
 
     def _batches(self, records: list[MetadataRecord]) -> list[RecordBatch]:
         batches = []
@@ -130,7 +137,7 @@ class SyntheticController:
         return self._batches(records)
 
     def bootstrap(self) -> list[RecordBatch]:
-        """Features, brokers and the initial topics."""
+        """Features, brokers, their dynamic configs and the initial topics."""
         if self._bootstrapped:
             raise RuntimeError("bootstrap() runs once")
         self._bootstrapped = True
@@ -139,6 +146,7 @@ class SyntheticController:
         ]
         for broker_id in range(1, self.config.brokers + 1):
             records += self._events.register_broker(broker_id)
+        records += self._events.broker_configs()
         for _ in range(self.config.topics):
             records += self._events.create_topic()
         return self._batches(records)

@@ -99,8 +99,8 @@ EVENT_WEIGHTS: dict[EventKind, int] = {
 class ChurnEvents:
     """The record generators of every event kind, over one model.
 
-    ``now`` gives the simulated time (ms) of the current event; ``host`` the address a
-    broker advertises.
+    ``now`` gives the simulated time (ms) of the current event; ``host`` and ``port`` the
+    address a broker advertises.
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class ChurnEvents:
         *,
         now: Callable[[], int],
         host: Callable[[int], str],
-        port: int,
+        port: Callable[[int], int],
     ) -> None:
         self.config = config
         self.model = model
@@ -149,7 +149,7 @@ class ChurnEvents:
         broker = BrokerModel(broker_id, epoch, self._uuid(), fenced=False)
         self.model.brokers[broker_id] = broker
         endpoint = BrokerEndpoint(
-            name=self.config.listener_name, host=self._host(broker_id), port=self._port
+            name=self.config.listener_name, host=self._host(broker_id), port=self._port(broker_id)
         )
         return [
             RegisterBrokerRecord(
@@ -162,6 +162,35 @@ class ChurnEvents:
             UnfenceBrokerRecord(id=broker_id, epoch=epoch),
             NodeWALMetadataRecord(node_id=broker_id, node_epoch=epoch),
         ]
+
+    def broker_configs(self) -> list[MetadataRecord]:
+        """Dynamic broker configs, as an operator sets them: a cluster-wide default
+        (resource name ``""``) and one per-broker override."""
+        brokers = sorted(self.model.brokers)
+        records: list[MetadataRecord] = [
+            ConfigRecord(
+                resource_type=ConfigResourceType.BROKER,
+                resource_name="",
+                name="log.retention.ms",
+                value=str(7 * 24 * 3_600_000),
+            ),
+            ConfigRecord(
+                resource_type=ConfigResourceType.BROKER,
+                resource_name="",
+                name="num.io.threads",
+                value="8",
+            ),
+        ]
+        if brokers:
+            records.append(
+                ConfigRecord(
+                    resource_type=ConfigResourceType.BROKER,
+                    resource_name=str(brokers[0]),
+                    name="num.io.threads",
+                    value="16",
+                )
+            )
+        return records
 
     def controlled_shutdown(self) -> list[MetadataRecord]:
         """Graceful: leadership and streams move first, then the broker is fenced."""

@@ -52,7 +52,7 @@ from broker.metadata import (
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
 from broker.metadata.records import encode_record
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordLog
-from broker.server import KafkaListener
+from broker.server import KafkaListener, broker_listeners
 from broker.sim._controller import SyntheticController
 from broker.sim._model import WorkloadConfig
 
@@ -100,7 +100,9 @@ class SimulationConfig(BaseModel):
     leak_detection: LeakDetectionLevel = LeakDetectionLevel.SIMPLE
     seed: int = 1
     listen: tuple[str, int] | None = None
-    """Serve the Kafka protocol on (host, port); brokers advertise this address."""
+    """Serve the Kafka protocol, one port per simulated broker: the first broker on
+    (host, port), the others on the next free ports (port 0: ports of the system's
+    choosing). Each broker advertises its own address."""
     max_connections: int = Field(default=1024, ge=1)
     """Connections the listener keeps; at the limit the one idle longest makes room."""
     idle_timeout: float = Field(default=600.0, gt=0)
@@ -189,6 +191,9 @@ class SimulationSummary:
     image_sha256: str
     log_dir: str | None = None
     listen: str | None = None
+    """The first broker's address (with ``--listen``)."""
+    broker_addresses: dict[int, str] = field(default_factory=dict)
+    """Every simulated broker's listener address, by broker id (with ``--listen``)."""
     wire_requests: int = 0
     role: str = "writer"
     """``writer`` appends churn; ``follower`` only follows a shared (etcd) log."""
@@ -289,7 +294,8 @@ class _Run:
     streams: StreamMetadataManager
     monitor: FailoverMonitor
     writer: SnapshotWriter | None = None
-    listener: KafkaListener | None = None
+    listeners: dict[int, KafkaListener] = field(default_factory=dict)
+    """One per simulated broker (with ``listen``), by broker id."""
     controller: SyntheticController | None = None
 
 
@@ -301,6 +307,8 @@ class Simulation:
     ) -> None:
         self.config = config
         self.on_progress = on_progress
+        self.on_listening: Callable[[dict[int, tuple[str, int]]], None] | None = None
+        """Called once the listeners are open, with each broker's (host, port)."""
         self._latencies = _Latencies(config.seed)
         self._requests = 0
         self._fetches = 0
@@ -574,9 +582,10 @@ class Simulation:
                     pipeline.add_consumer(run.writer, DeliveryMode.LATEST_IMAGE)
                 if config.listen is not None:
                     host, port = config.listen
-                    run.listener = await stack.enter_async_context(
-                        KafkaListener(
+                    run.listeners = await stack.enter_async_context(
+                        broker_listeners(
                             cache,
+                            range(1, config.workload.brokers + 1),
                             host=host,
                             port=port,
                             max_connections=config.max_connections,
@@ -584,6 +593,10 @@ class Simulation:
                             request_timeout=config.request_timeout,
                         )
                     )
+                    if self.on_listening is not None:
+                        self.on_listening(
+                            {b: (lst.host, lst.port) for b, lst in run.listeners.items()}
+                        )
                 if not config.follow:
                     with self._stoppable():
                         run.controller = await self._controller_for(run)
@@ -614,7 +627,7 @@ class Simulation:
         p50, p99 = _Latencies.percentiles(self._latencies.sample)
         stats = run.pipeline.statistics() if run is not None else None
         failover = run.monitor.statistics() if run is not None else None
-        listener = run.listener if run is not None else None
+        listeners = run.listeners if run is not None else {}
         writer = run.writer if run is not None else None
         records = stats.loader.records if stats is not None else 0
         images = stats.images_published if stats is not None else 0
@@ -653,25 +666,28 @@ class Simulation:
             resumed_from_offset=resumed_from,
             image_sha256=final.sha256,
             log_dir=str(config.log_dir) if config.log_dir is not None else None,
-            listen=f"{listener.host}:{listener.port}" if listener is not None else None,
+            listen=next((f"{lst.host}:{lst.port}" for lst in listeners.values()), None),
+            broker_addresses={b: f"{lst.host}:{lst.port}" for b, lst in listeners.items()},
             role="follower" if config.follow or self._fenced else "writer",
             etcd=config.etcd,
             etcd_outages=self._etcd.statistics().outages if self._etcd is not None else 0,
-            wire_requests=sum(listener.statistics().requests.values())
-            if listener is not None
-            else 0,
+            wire_requests=sum(
+                sum(lst.statistics().requests.values()) for lst in listeners.values()
+            ),
             errors=self._errors,
         )
 
     async def _controller_for(self, run: _Run) -> SyntheticController:
         """A fresh controller for an empty log; a resumed one for a log with history.
 
-        With a listener, every broker advertises the address it really listens on (a
-        resumed log re-registers its brokers with it), so real clients reach this process.
+        With listeners, every broker advertises the address its own listener really has
+        (a resumed log re-registers its brokers with it), so real clients reach this
+        process, one address per broker.
         """
-        host = port = None
-        if run.listener is not None:
-            host, port = _advertised(run.listener.host), run.listener.port
+        host, ports = None, {}
+        if run.listeners:
+            host = _advertised(next(iter(run.listeners.values())).host)
+            ports = {broker: listener.port for broker, listener in run.listeners.items()}
         if self._etcd is not None:
             # Claim the shared log first: from here on nobody else appends, so the
             # image the controller resumes from stays the head of the log.
@@ -679,14 +695,14 @@ class Simulation:
         hwm = await run.log.high_water_mark()
         if hwm == 0:
             return SyntheticController(
-                self.config.workload, listener_host=host, listener_port=port or 9092
+                self.config.workload, listener_host=host, listener_ports=ports
             )
         with await run.cache.wait_for_offset(hwm - 1) as image:
             logger.info("simulation_resumed", offset=image.offset, log=run.log.name)
             controller = SyntheticController.resume(
-                self.config.workload, image, listener_host=host, listener_port=port or 9092
+                self.config.workload, image, listener_host=host, listener_ports=ports
             )
-        if run.listener is not None:
+        if run.listeners:
             for batch in controller.reregister_brokers():
                 await run.log.append_batch(batch)
         return controller

@@ -139,9 +139,15 @@ class LifetimeMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(self.owned[id(i)] > 0 for i in self.created))
     @rule(seed=st.integers(0, 2**16), use_threads=st.booleans())
     def burst(self, seed: int, use_threads: bool) -> None:
-        """Concurrent readers and setters; every reference they take they give back."""
+        """Concurrent readers and setters; every reference they take they give back.
+
+        They share holders of their own, closed at the end: which image a holder keeps
+        depends on thread timing, and the machine's state after a step must be a function
+        of its draws (or hypothesis cannot replay it)."""
         candidates = self._live_owned()  # the machine's own references keep these alive
-        holders = self.holders
+        holders = [ImageHolder(f"burst-{i}") for i in range(2)]
+        for holder in holders:
+            holder.set(candidates[0])
         errors: list[BaseException] = []
 
         def work(rng: random.Random) -> None:
@@ -185,6 +191,8 @@ class LifetimeMachine(RuleBasedStateMachine):
                         tg.start_soon(task, index)
 
             anyio.run(main)
+        for holder in holders:
+            holder.close()
         assert errors == []
 
     @invariant()

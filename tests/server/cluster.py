@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,8 @@ from broker.metadata import encode_stream_id, meta_stream_key
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline
 from broker.metadata.records import (
     BrokerEndpoint,
+    ConfigRecord,
+    ConfigResourceType,
     KeyValue,
     KVRecord,
     MetadataRecord,
@@ -30,17 +32,23 @@ from broker.metadata.records import (
     UnfenceBrokerRecord,
 )
 from broker.metadata.sources import InMemoryRecordSource
-from broker.server import KafkaListener, decode_response, encode_request
+from broker.server import KafkaListener, broker_listeners, decode_response, encode_request
 
 CLUSTER = "wire-cluster"
 ORDERS = uuid.UUID(int=0xABC)
 PAYMENTS = uuid.UUID(int=0xDEF)
 
 
-def cluster_records(port: int) -> list[MetadataRecord]:
+BROKERS = (1, 2, 3)
+
+
+def cluster_records(ports: Mapping[int, int]) -> list[MetadataRecord]:
+    """Brokers 1-3 (each advertising its port in ``ports``), their dynamic configs, and
+    topics orders and payments (2 partitions each, with streams), orders with a
+    retention override."""
     records: list[MetadataRecord] = []
-    for broker in (1, 2, 3):
-        endpoint = BrokerEndpoint(name="PLAINTEXT", host="127.0.0.1", port=port)
+    for broker in BROKERS:
+        endpoint = BrokerEndpoint(name="PLAINTEXT", host="127.0.0.1", port=ports[broker])
         records.append(
             RegisterBrokerRecord(
                 broker_id=broker,
@@ -50,6 +58,11 @@ def cluster_records(port: int) -> list[MetadataRecord]:
             )
         )
         records.append(UnfenceBrokerRecord(id=broker, epoch=broker))
+    records += [
+        broker_config("", "log.retention.ms", "604800000"),
+        broker_config("", "num.io.threads", "8"),
+        broker_config("1", "num.io.threads", "16"),
+    ]
     stream = 10
     for topic_id, name in ((ORDERS, "orders"), (PAYMENTS, "payments")):
         records.append(TopicRecord(name=name, topic_id=topic_id))
@@ -82,7 +95,22 @@ def cluster_records(port: int) -> list[MetadataRecord]:
                 KVRecord(key_values=(KeyValue(key=key, value=encode_stream_id(stream)),))
             )
             stream += 1
+    records.append(
+        ConfigRecord(
+            resource_type=ConfigResourceType.TOPIC,
+            resource_name="orders",
+            name="retention.ms",
+            value="3600000",
+        )
+    )
     return records
+
+
+def broker_config(broker: str, name: str, value: str) -> ConfigRecord:
+    """A dynamic config of broker ``broker`` ("" for the cluster-wide default)."""
+    return ConfigRecord(
+        resource_type=ConfigResourceType.BROKER, resource_name=broker, name=name, value=value
+    )
 
 
 ORDERS_0_STREAM = 10
@@ -113,11 +141,21 @@ class Served:
     source: InMemoryRecordSource
     cache: MetadataCache
     pipeline: MetadataPipeline
-    listener: KafkaListener
+    listeners: dict[int, KafkaListener]
+    """One per broker, each on its own port."""
+
+    @property
+    def listener(self) -> KafkaListener:
+        """Broker 1's listener (the bootstrap address)."""
+        return self.listeners[1]
 
     @property
     def port(self) -> int:
         return self.listener.port
+
+    @property
+    def ports(self) -> dict[int, int]:
+        return {broker: listener.port for broker, listener in self.listeners.items()}
 
     async def append(self, records: list[MetadataRecord]) -> None:
         self.source.append_nowait(records)
@@ -132,11 +170,11 @@ async def served_cluster(**listener_options: Any) -> AsyncIterator[Served]:
     try:
         async with MetadataPipeline(source) as pipeline:
             pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
-            async with KafkaListener(
-                cache, host="127.0.0.1", port=0, **listener_options
-            ) as listener:
-                served = Served(source, cache, pipeline, listener)
-                await served.append(cluster_records(listener.port))
+            async with broker_listeners(
+                cache, BROKERS, host="127.0.0.1", port=0, **listener_options
+            ) as listeners:
+                served = Served(source, cache, pipeline, listeners)
+                await served.append(cluster_records(served.ports))
                 yield served
     finally:
         cache.close()

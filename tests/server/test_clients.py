@@ -94,3 +94,114 @@ async def test_aiokafka_sees_topics_leaders_and_a_failover() -> None:
         await served.append(failover_completed())
         _, leader = await aiokafka_view(served.port)
         assert leader == 2
+
+
+# configs ---------------------------------------------------------------------------------
+
+EXPECTED_TOPIC = {"retention.ms": ("3600000", "DYNAMIC_TOPIC_CONFIG")}
+"""orders' configs: its override (log.retention.ms of the brokers is its synonym)."""
+EXPECTED_BROKER_2 = {
+    "log.retention.ms": ("604800000", "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+    "num.io.threads": ("8", "DYNAMIC_DEFAULT_BROKER_CONFIG"),
+}
+EXPECTED_BROKER_1 = {**EXPECTED_BROKER_2, "num.io.threads": ("16", "DYNAMIC_BROKER_CONFIG")}
+SOURCES = {
+    1: "DYNAMIC_TOPIC_CONFIG",
+    2: "DYNAMIC_BROKER_CONFIG",
+    3: "DYNAMIC_DEFAULT_BROKER_CONFIG",
+}
+
+
+def kafka_python_configs(port: int) -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    """Configs of topic orders and brokers 1 and 2 (each asked on its own port, as the
+    client sends a broker's resource to that broker), by (resource type, name)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=10_000)
+    try:
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, "orders"),
+            ConfigResource(ConfigResourceType.BROKER, "1"),
+            ConfigResource(ConfigResourceType.BROKER, "2"),
+        ]
+        described = admin.describe_configs(resources, include_synonyms=True, config_filter="all")
+        return {
+            (kind.upper(), name): {
+                key: (config["value"], config["config_source"]) for key, config in configs.items()
+            }
+            for kind, by_name in described.items()
+            for name, configs in by_name.items()
+        }
+    finally:
+        admin.close()
+
+
+async def test_kafka_python_describes_topic_and_broker_configs() -> None:
+    async with served_cluster() as served:
+        seen = await anyio.to_thread.run_sync(kafka_python_configs, served.port)
+        asked = {b: listener.statistics().requests for b, listener in served.listeners.items()}
+    assert seen == {
+        ("TOPIC", "orders"): EXPECTED_TOPIC,
+        ("BROKER", "1"): EXPECTED_BROKER_1,
+        ("BROKER", "2"): EXPECTED_BROKER_2,
+    }
+    assert asked[2].get("DescribeConfigs", 0) >= 1  # broker 2's own port answered for it
+
+
+def librdkafka_configs(port: int) -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 5000})
+    seen = {}
+    # librdkafka allows one broker resource per call (it sends it to that broker).
+    for resources in (
+        [ConfigResource(ResourceType.TOPIC, "orders"), ConfigResource(ResourceType.BROKER, "1")],
+        [ConfigResource(ResourceType.BROKER, "2")],
+    ):
+        for resource, future in admin.describe_configs(resources, request_timeout=10).items():
+            entries = future.result(timeout=15)
+            seen[(resource.restype.name, resource.name)] = {
+                name: (entry.value, ConfigSource(entry.source).name)
+                for name, entry in entries.items()
+            }
+    return seen
+
+
+async def test_librdkafka_describes_topic_and_broker_configs() -> None:
+    async with served_cluster() as served:
+        seen = await anyio.to_thread.run_sync(librdkafka_configs, served.port)
+    assert seen == {
+        ("TOPIC", "orders"): EXPECTED_TOPIC,
+        ("BROKER", "1"): EXPECTED_BROKER_1,
+        ("BROKER", "2"): EXPECTED_BROKER_2,
+    }
+
+
+async def test_aiokafka_describes_topic_and_broker_configs() -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async with served_cluster() as served:
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{served.port}")
+        await admin.start()
+        try:
+            responses = await admin.describe_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, "orders"),
+                    ConfigResource(ConfigResourceType.BROKER, "1"),
+                    ConfigResource(ConfigResourceType.BROKER, "2"),
+                ],
+                include_synonyms=True,
+            )
+        finally:
+            await admin.close()
+    seen = {}
+    for response in responses:
+        for error, _, kind, name, entries in response.resources:
+            assert error == 0
+            seen[(kind, name)] = {e[0]: (e[1], SOURCES[e[3]]) for e in entries}
+    assert seen == {
+        (2, "orders"): EXPECTED_TOPIC,
+        (4, "1"): EXPECTED_BROKER_1,
+        (4, "2"): EXPECTED_BROKER_2,
+    }

@@ -12,13 +12,18 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.cache import ConfigsRequest, TopicPartitionsCursor, TopicPartitionsRequest
 from broker.server import (
     API_VERSIONS,
     DESCRIBE_CLUSTER,
+    DESCRIBE_CONFIGS,
+    DESCRIBE_TOPIC_PARTITIONS,
     METADATA,
     decode_response,
+    describe_configs_request_body,
     encode_request,
     metadata_request_body,
+    topic_partitions_request_body,
 )
 from tests.server.cluster import blocking_call, served_cluster
 
@@ -41,6 +46,15 @@ def valid_frames() -> list[bytes]:
     describe: Any = load_request_schema(DESCRIBE_CLUSTER, 0)
     body = describe(include_cluster_authorized_operations=False)
     frames.append(encode_request(DESCRIBE_CLUSTER, 0, 200, body))
+    for version in range(1, 5):
+        configs = describe_configs_request_body(
+            version, [ConfigsRequest(2, "orders"), ConfigsRequest(4, "1", keys=("a",))]
+        )
+        frames.append(encode_request(DESCRIBE_CONFIGS, version, 300 + version, configs))
+    pages = TopicPartitionsRequest(partition_limit=1, cursor=TopicPartitionsCursor("orders", 1))
+    frames.append(
+        encode_request(DESCRIBE_TOPIC_PARTITIONS, 0, 400, topic_partitions_request_body(pages))
+    )
     return frames
 
 
