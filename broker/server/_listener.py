@@ -27,6 +27,7 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from broker._histogram import HistogramSnapshot, LatencyHistogram
 from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache
@@ -54,6 +55,13 @@ __all__ = ["KafkaListener", "ListenerStatistics", "broker_listeners"]
 logger = get_logger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 100 * 1024 * 1024
+_API_NAMES = {
+    API_VERSIONS: "ApiVersions",
+    METADATA: "Metadata",
+    DESCRIBE_CLUSTER: "DescribeCluster",
+    DESCRIBE_CONFIGS: "DescribeConfigs",
+    DESCRIBE_TOPIC_PARTITIONS: "DescribeTopicPartitions",
+}
 _INT32 = struct.Struct(">i")
 
 
@@ -66,6 +74,9 @@ class ListenerStatistics:
     connections_total: int
     connections_refused: int
     requests: dict[str, int]
+    """Requests answered, by API name."""
+    latency: dict[tuple[str, int], HistogramSnapshot]
+    """Seconds to answer, by (API name, version)."""
     closed: dict[str, int]
     """Connections closed, by reason (``client``, ``idle``, ``protocol``, ...)."""
     bytes_in: int
@@ -129,6 +140,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self._total = 0
         self._refused = 0
         self._requests: Counter[str] = Counter()
+        self._latency: dict[tuple[str, int], LatencyHistogram] = {}
         self._closed: Counter[str] = Counter()
         self._bytes_in = 0
         self._bytes_out = 0
@@ -289,33 +301,36 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     def respond(self, frame: bytes) -> bytes:
         """The response frame for one request frame (sync: one lease per answer)."""
+        started = time.perf_counter()
         api_key, version, correlation_id, body = decode_request(frame)
-        if api_key == API_VERSIONS:
-            self._requests["ApiVersions"] += 1
-            return api_versions_response(version, correlation_id)
+        name = _API_NAMES[api_key]
         cache = self.cache
-        if api_key == METADATA:
-            self._requests["Metadata"] += 1
-            answer = self._metadata(body, version)
-        elif api_key == DESCRIBE_CLUSTER:
-            self._requests["DescribeCluster"] += 1
-            answer = describe_cluster_body(cache.describe_cluster(self.listener_name), version)
-        elif api_key == DESCRIBE_CONFIGS:
-            self._requests["DescribeConfigs"] += 1
-            resources, synonyms = configs_requests(body)
-            results = cache.describe_configs(
-                resources, broker_id=self.broker_id, include_synonyms=synonyms
-            )
-            answer = describe_configs_body(results, version)
-        elif api_key == DESCRIBE_TOPIC_PARTITIONS:
-            self._requests["DescribeTopicPartitions"] += 1
-            response = cache.describe_topic_partitions(
-                topic_partitions_request(body), listener=self.listener_name
-            )
-            answer = describe_topic_partitions_body(response)
-        else:  # pragma: no cover - decode_request refuses every other key
-            raise ProtocolError(f"unsupported API key {api_key}")
-        return encode_response(api_key, version, correlation_id, answer)
+        if api_key == API_VERSIONS:
+            response = api_versions_response(version, correlation_id)
+        else:
+            if api_key == METADATA:
+                answer = self._metadata(body, version)
+            elif api_key == DESCRIBE_CLUSTER:
+                answer = describe_cluster_body(cache.describe_cluster(self.listener_name), version)
+            elif api_key == DESCRIBE_CONFIGS:
+                resources, synonyms = configs_requests(body)
+                results = cache.describe_configs(
+                    resources, broker_id=self.broker_id, include_synonyms=synonyms
+                )
+                answer = describe_configs_body(results, version)
+            else:
+                assert api_key == DESCRIBE_TOPIC_PARTITIONS  # decode_request refuses the rest
+                topics = cache.describe_topic_partitions(
+                    topic_partitions_request(body), listener=self.listener_name
+                )
+                answer = describe_topic_partitions_body(topics)
+            response = encode_response(api_key, version, correlation_id, answer)
+        self._requests[name] += 1
+        histogram = self._latency.get((name, version))
+        if histogram is None:
+            histogram = self._latency[(name, version)] = LatencyHistogram()
+        histogram.observe(time.perf_counter() - started)
+        return response
 
     def _metadata(self, body: object, version: int) -> bytes:
         try:
@@ -335,6 +350,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             connections_total=self._total,
             connections_refused=self._refused,
             requests=dict(self._requests),
+            latency={key: histogram.snapshot() for key, histogram in self._latency.items()},
             closed=dict(self._closed),
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,

@@ -108,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         "advertises its own. A fenced broker is not advertised; its port keeps answering",
     )
     load.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=_host_port,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any; needs the "
+        "[metrics] extra)",
+    )
+    load.add_argument(
         "--max-connections",
         type=int,
         default=1024,
@@ -234,6 +241,7 @@ def _config(args: argparse.Namespace) -> SimulationConfig:
             leak_detection=LeakDetectionLevel.parse(args.leak_detection),
             seed=args.seed,
             listen=args.listen,
+            metrics=args.metrics,
             max_connections=args.max_connections,
             idle_timeout=args.idle_timeout,
             request_timeout=args.request_timeout,
@@ -391,6 +399,10 @@ def _listening_line(addresses: dict[int, tuple[str, int]]) -> str:
     return f"{PROG}: Kafka listeners by broker id: {brokers}"
 
 
+def _metrics_line(address: tuple[str, int]) -> str:
+    return f"{PROG}: Prometheus metrics at http://{address[0]}:{address[1]}/metrics"
+
+
 def _run(
     simulation: Simulation, *, live: bool, console: Console, lines: TextIO
 ) -> SimulationSummary:
@@ -400,6 +412,7 @@ def _run(
         ) as display:
             simulation.on_progress = lambda p: display.update(_progress_table(p))
             simulation.on_listening = lambda a: display.console.print(_listening_line(a))
+            simulation.on_metrics = lambda a: display.console.print(_metrics_line(a))
             return anyio.run(simulation.run)
     ticks = 0
 
@@ -411,6 +424,7 @@ def _run(
 
     simulation.on_progress = line
     simulation.on_listening = lambda a: print(_listening_line(a), file=lines, flush=True)
+    simulation.on_metrics = lambda a: print(_metrics_line(a), file=lines, flush=True)
     return anyio.run(simulation.run)
 
 
@@ -472,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = _run(simulation, live=live, console=console, lines=lines)
         except ListenError as error:
-            print(f"{PROG}: error: --listen: {error}", file=sys.stderr)
+            flag = "--metrics" if (error.host, error.port) == args.metrics else "--listen"
+            print(f"{PROG}: error: {flag}: {error}", file=sys.stderr)
             return 2
         except (BrokerError, OSError) as error:
             print(f"{PROG}: error: {error}".splitlines()[0], file=sys.stderr)

@@ -58,6 +58,7 @@ from broker.sim._model import WorkloadConfig
 
 if TYPE_CHECKING:
     from broker.metadata.sources import EtcdRecordLog
+    from broker.metrics import MetricsCollector
 
 __all__ = [
     "FinalImage",
@@ -109,6 +110,9 @@ class SimulationConfig(BaseModel):
     """Seconds a connection may wait between requests."""
     request_timeout: float = Field(default=30.0, gt=0)
     """Seconds a request may take to arrive once its first byte did (slowloris)."""
+    metrics: tuple[str, int] | None = None
+    """Serve Prometheus metrics at http://host:port/metrics (needs the ``[metrics]``
+    extra)."""
     etcd: str | None = None
     """Keep the log in etcd (http://HOST:PORT[/PREFIX]) instead of memory or files."""
     etcd_open_timeout: float = Field(default=10.0, gt=0)
@@ -296,6 +300,7 @@ class _Run:
     writer: SnapshotWriter | None = None
     listeners: dict[int, KafkaListener] = field(default_factory=dict)
     """One per simulated broker (with ``listen``), by broker id."""
+    metrics: MetricsCollector | None = None
     controller: SyntheticController | None = None
 
 
@@ -309,6 +314,10 @@ class Simulation:
         self.on_progress = on_progress
         self.on_listening: Callable[[dict[int, tuple[str, int]]], None] | None = None
         """Called once the listeners are open, with each broker's (host, port)."""
+        self.metrics_address: tuple[str, int] | None = None
+        """Where ``/metrics`` is served (with ``metrics``), once it is."""
+        self.on_metrics: Callable[[tuple[str, int]], None] | None = None
+        """Called once ``/metrics`` is served, with its (host, port)."""
         self._latencies = _Latencies(config.seed)
         self._requests = 0
         self._fetches = 0
@@ -508,17 +517,18 @@ class Simulation:
                 self.on_progress(progress)
 
     def interrupt(self) -> None:
-        """Ask the run to stop as Ctrl-C would (before it started: right after start-up).
-        Safe from a signal handler: it only sets a flag the run's phases check."""
+        """Stop the run as Ctrl-C would: the phase under way ends, and the run ends with
+        its summary (called before the run: it ends right after start-up). Call it from
+        the event loop's thread: a task, a callback, or a signal handler there."""
         self._interrupted = True
+        for scope in self._stoppables:
+            scope.cancel()
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                self.interrupt()
                 logger.warning("simulation_interrupted")
-                for scope in self._stoppables:
-                    scope.cancel()
+                self.interrupt()
                 return
 
     # the run ------------------------------------------------------------------------------
@@ -574,6 +584,8 @@ class Simulation:
                     )
                 )
                 run = _Run(log, pipeline, cache, streams, monitor)
+                if config.metrics is not None:
+                    run.metrics = await self._serve_metrics(stack, run, *config.metrics)
                 pipeline.add_consumer(cache, DeliveryMode.LATEST_IMAGE)
                 pipeline.add_consumer(streams, DeliveryMode.EVERY_DELTA, queue_size=64)
                 pipeline.add_consumer(monitor, DeliveryMode.LATEST_IMAGE)
@@ -593,6 +605,8 @@ class Simulation:
                             request_timeout=config.request_timeout,
                         )
                     )
+                    if run.metrics is not None:
+                        run.metrics.listeners = run.listeners.values()
                     if self.on_listening is not None:
                         self.on_listening(
                             {b: (lst.host, lst.port) for b, lst in run.listeners.items()}
@@ -676,6 +690,33 @@ class Simulation:
             ),
             errors=self._errors,
         )
+
+    async def _serve_metrics(
+        self, stack: AsyncExitStack, run: _Run, host: str, port: int
+    ) -> MetricsCollector:
+        """A collector of this run's components, served on its own registry (with the
+        process's memory and CPU) for as long as the run lasts."""
+        try:
+            from broker.metrics import MetricsCollector, serve_metrics
+        except ImportError as missing:
+            raise ConfigurationError(
+                f"metrics need prometheus_client ({missing}): "
+                "pip install 'kraft-metadata-pipeline[metrics]'"
+            ) from None
+        from prometheus_client import CollectorRegistry, ProcessCollector
+
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        collector = MetricsCollector(
+            pipeline=run.pipeline, cache=run.cache, monitor=run.monitor, etcd=self._etcd
+        )
+        registry.register(collector)
+        bound = await stack.enter_async_context(serve_metrics(host, port, registry))
+        self.metrics_address = bound
+        logger.info("metrics_served", url=f"http://{bound[0]}:{bound[1]}/metrics")
+        if self.on_metrics is not None:
+            self.on_metrics(bound)
+        return collector
 
     async def _controller_for(self, run: _Run) -> SyntheticController:
         """A fresh controller for an empty log; a resumed one for a log with history.

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import anyio
 
+from broker._histogram import HistogramSnapshot, LatencyHistogram
 from broker._logging import get_logger
 from broker.errors import ConfigurationError
 from broker.metadata import Lease, MetadataImage, release_all
@@ -50,12 +51,14 @@ class ConsumerStatistics:
     stalls: int
     """Times the publisher waited for room in this consumer's queue (every-delta)."""
     stalled_seconds: float
+    publish_latency: HistogramSnapshot
+    """Seconds from an image's publication to the end of this consumer's callback."""
 
 
 class _Delivery:
     """An update and the leases taken for it, released exactly once."""
 
-    __slots__ = ("leases", "sequence", "update")
+    __slots__ = ("leases", "published", "sequence", "update")
 
     def __init__(
         self, leases: list[Lease[MetadataImage]], update: MetadataUpdate, sequence: int
@@ -63,6 +66,7 @@ class _Delivery:
         self.leases = leases
         self.update = update
         self.sequence = sequence
+        self.published = time.perf_counter()
 
     def release(self) -> None:
         release_all(self.leases)
@@ -113,6 +117,7 @@ class Subscription:
         self.faults = 0
         self.stalls = 0
         self.stalled_seconds = 0.0
+        self.publish_latency = LatencyHistogram()
         self._coalesced_since = 0
 
     def __repr__(self) -> str:
@@ -216,7 +221,7 @@ class Subscription:
             await self.consumer.on_metadata_update(update)
         except Exception as exc:  # a faulty consumer is reported, never fatal to others
             self._fault(update, exc)
-        self._delivered(update, delivery.sequence)
+        self._delivered(update, delivery)
 
     def _deliver_now(self, delivery: _Delivery) -> None:
         update = delivery.update
@@ -225,7 +230,7 @@ class Subscription:
             self.consumer.on_metadata_update_nowait(update)
         except Exception as exc:  # a faulty consumer is reported, never fatal to others
             self._fault(update, exc)
-        self._delivered(update, delivery.sequence)
+        self._delivered(update, delivery)
 
     def _fault(self, update: MetadataUpdate, exc: Exception) -> None:
         self.faults += 1
@@ -237,10 +242,11 @@ class Subscription:
             exc_info=exc,
         )
 
-    def _delivered(self, update: MetadataUpdate, sequence: int) -> None:
+    def _delivered(self, update: MetadataUpdate, delivery: _Delivery) -> None:
         self.images_delivered += 1
         self.last_offset = update.image.offset
-        self.last_sequence = sequence
+        self.last_sequence = delivery.sequence
+        self.publish_latency.observe(time.perf_counter() - delivery.published)
 
     def drain(self) -> None:
         """Release everything queued for this consumer (on removal and shutdown)."""
@@ -268,4 +274,5 @@ class Subscription:
             faults=self.faults,
             stalls=self.stalls,
             stalled_seconds=self.stalled_seconds,
+            publish_latency=self.publish_latency.snapshot(),
         )
