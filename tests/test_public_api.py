@@ -105,6 +105,44 @@ def test_every_public_name_has_a_docstring() -> None:
     assert _undocumented() == []
 
 
+def _member_docstring(cls: type, name: str) -> str | None:
+    """The docstring of ``cls.name``: its own, or the one it overrides."""
+    for owner in cls.__mro__:
+        found = vars(owner).get(name)
+        if isinstance(found, property):
+            found = found.fget
+        elif isinstance(found, classmethod | staticmethod):
+            found = found.__func__
+        if found is not None and getattr(found, "__doc__", None):
+            return str(found.__doc__)
+    return None
+
+
+def _undocumented_members() -> list[str]:
+    missing: list[str] = []
+    seen: set[int] = set()
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        for name in package.__all__:
+            cls = getattr(package, name)
+            if not isinstance(cls, type) or id(cls) in seen:
+                continue
+            seen.add(id(cls))
+            for member_name, member in vars(cls).items():
+                function = member.fget if isinstance(member, property) else member
+                if isinstance(function, classmethod | staticmethod):
+                    function = function.__func__
+                if member_name.startswith("_") or not inspect.isfunction(function):
+                    continue
+                if _member_docstring(cls, member_name) is None:
+                    missing.append(f"{package_name}.{name}.{member_name}")
+    return sorted(missing)
+
+
+def test_every_public_method_and_property_has_a_docstring() -> None:
+    assert _undocumented_members() == []
+
+
 # structlog imports rich when it is installed; making it unimportable shows that our
 # code does not need it (an import of it would fail), whoever else would load it.
 _WITHOUT_RICH = "import sys, json; sys.modules['rich'] = None; "

@@ -134,6 +134,7 @@ class StreamMetadataManager(HoldingConsumer):
             self._parked.discard(ticket)
 
     def statistics(self) -> StreamManagerStatistics:
+        """The manager's counters now: images seen, fetches, and fetches waiting."""
         return StreamManagerStatistics(
             offset=self._holder.offset,
             images=self._images,

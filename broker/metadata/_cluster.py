@@ -42,6 +42,7 @@ class BrokerRegistration:
 
     @classmethod
     def from_record(cls, record: RegisterBrokerRecord) -> BrokerRegistration:
+        """The registration a RegisterBrokerRecord describes."""
         return cls(
             id=record.broker_id,
             epoch=record.broker_epoch,
@@ -55,6 +56,7 @@ class BrokerRegistration:
         )
 
     def to_record(self) -> RegisterBrokerRecord:
+        """The RegisterBrokerRecord that recreates this registration (snapshots)."""
         return RegisterBrokerRecord(
             broker_id=self.id,
             broker_epoch=self.epoch,
@@ -68,6 +70,7 @@ class BrokerRegistration:
         )
 
     def listener(self, name: str) -> BrokerEndpoint | None:
+        """The endpoint of listener ``name``, or None if the broker has none."""
         for endpoint in self.listeners:
             if endpoint.name == name:
                 return endpoint
@@ -84,6 +87,7 @@ class ControllerRegistration:
     supported_features: tuple[BrokerFeature, ...]
 
     def to_record(self) -> RegisterControllerRecord:
+        """The RegisterControllerRecord that recreates this registration (snapshots)."""
         return RegisterControllerRecord(
             controller_id=self.id,
             incarnation_id=self.incarnation_id,
@@ -102,6 +106,7 @@ class ClusterImage:
     EMPTY: ClassVar[ClusterImage]
 
     def broker(self, broker_id: int) -> BrokerRegistration | None:
+        """The registration of broker ``broker_id``, or None."""
         return self.brokers.get(broker_id)
 
     def alive_broker_ids(self) -> list[int]:
@@ -109,6 +114,7 @@ class ClusterImage:
         return sorted(b.id for b in self.brokers.values() if not b.fenced)
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for _, broker in sorted_items(self.brokers):
             yield broker.to_record()
         for _, controller in sorted_items(self.controllers):
@@ -130,6 +136,7 @@ class ClusterDelta:
 
     @classmethod
     def creating(cls, image: ClusterImage) -> ClusterDelta:
+        """A delta that builds ``image`` from nothing (a snapshot load): every entry is new."""
         delta = cls(ClusterImage.EMPTY)
         delta.brokers = MapChanges.creating(image.brokers)
         delta.controllers = MapChanges.creating(image.controllers)
@@ -147,21 +154,26 @@ class ClusterDelta:
         return broker
 
     def replay_register_broker(self, record: RegisterBrokerRecord) -> None:
+        """Fold a ``RegisterBrokerRecord`` into this delta."""
         self.brokers.set(record.broker_id, BrokerRegistration.from_record(record))
 
     def replay_unregister_broker(self, record: UnregisterBrokerRecord) -> None:
+        """Fold a ``UnregisterBrokerRecord`` into this delta."""
         self._registered(record.broker_id, record.broker_epoch)
         self.brokers.delete(record.broker_id)
 
     def replay_fence_broker(self, record: FenceBrokerRecord) -> None:
+        """Fold a ``FenceBrokerRecord`` into this delta."""
         broker = self._registered(record.id, record.epoch)
         self.brokers.set(record.id, dataclasses.replace(broker, fenced=True))
 
     def replay_unfence_broker(self, record: UnfenceBrokerRecord) -> None:
+        """Fold a ``UnfenceBrokerRecord`` into this delta."""
         broker = self._registered(record.id, record.epoch)
         self.brokers.set(record.id, dataclasses.replace(broker, fenced=False))
 
     def replay_registration_change(self, record: BrokerRegistrationChangeRecord) -> None:
+        """Fold a ``BrokerRegistrationChangeRecord`` into this delta."""
         broker = self._registered(record.broker_id, record.broker_epoch)
         fenced = {-1: False, 0: broker.fenced, 1: True}[record.fenced]
         in_controlled_shutdown = broker.in_controlled_shutdown or record.in_controlled_shutdown == 1
@@ -177,6 +189,7 @@ class ClusterDelta:
         )
 
     def replay_register_controller(self, record: RegisterControllerRecord) -> None:
+        """Fold a ``RegisterControllerRecord`` into this delta."""
         self.controllers.set(
             record.controller_id,
             ControllerRegistration(
@@ -185,10 +198,12 @@ class ClusterDelta:
         )
 
     def finish_snapshot(self) -> None:
+        """End of a snapshot: delete every base entry the snapshot did not mention."""
         self.brokers.finish_snapshot()
         self.controllers.finish_snapshot()
 
     def apply(self) -> ClusterImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         brokers = self.brokers.apply()
         controllers = self.controllers.apply()
         if brokers is self.image.brokers and controllers is self.image.controllers:

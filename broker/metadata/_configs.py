@@ -43,9 +43,11 @@ class ConfigurationsImage:
     EMPTY: ClassVar[ConfigurationsImage]
 
     def configs(self, resource_type: ConfigResourceType, name: str) -> Map[str, str]:
+        """The dynamic configs of one resource (empty if it has none)."""
         return self.resources.get(ConfigResource(resource_type, name), EMPTY_MAP)
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for resource, configs in sorted_items(self.resources):
             for key, value in sorted_items(configs):
                 yield ConfigRecord(
@@ -67,6 +69,7 @@ class ConfigurationsDelta(
     changes_type = NestedMapChanges
 
     def replay_config(self, record: ConfigRecord) -> None:
+        """Fold a ``ConfigRecord`` into this delta."""
         resource = ConfigResource(record.resource_type, record.resource_name)
         if record.value is None:
             self.changes.delete(resource, record.name)
@@ -101,6 +104,7 @@ class ClientQuotasImage:
 
     def write(self) -> Iterator[MetadataRecord]:
         # Default entities (name None) sort before named ones.
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for entity, quotas in sorted_items(
             self.entities, key=lambda e: tuple(map(_entity_order, e))
         ):
@@ -126,6 +130,7 @@ class ClientQuotasDelta(MapDelta[ClientQuotasImage, NestedMapChanges[QuotaEntity
     changes_type = NestedMapChanges
 
     def replay_client_quota(self, record: ClientQuotaRecord) -> None:
+        """Fold a ``ClientQuotaRecord`` into this delta."""
         entity = quota_entity_key(record.entity)
         if record.remove:
             self.changes.delete(entity, record.key)

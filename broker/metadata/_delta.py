@@ -84,6 +84,7 @@ class MetadataDelta:
 
     @property
     def is_snapshot(self) -> bool:
+        """Whether this delta loads a snapshot (it replaces the whole image)."""
         return self._snapshot
 
     def _part(self, name: str) -> Any:
@@ -101,18 +102,22 @@ class MetadataDelta:
 
     @property
     def topics(self) -> TopicsDelta | None:
+        """The topics' changes, or None if no record touched them."""
         return self._parts.get("topics")
 
     @property
     def cluster(self) -> ClusterDelta | None:
+        """The brokers' and controllers' changes, or None if no record touched them."""
         return self._parts.get("cluster")
 
     @property
     def streams(self) -> StreamsDelta | None:
+        """The streams' changes, or None if no record touched them."""
         return self._parts.get("streams")
 
     @property
     def kv(self) -> KVDelta | None:
+        """The KV map's changes, or None if no record touched it."""
         return self._parts.get("kv")
 
     def changed_areas(self) -> frozenset[str]:
@@ -127,6 +132,7 @@ class MetadataDelta:
 
     @property
     def frozen(self) -> bool:
+        """Whether the delta was applied and published: it is read-only then."""
         return self._frozen
 
     def replay(self, record: r.MetadataRecord, offset: int | None = None) -> None:
@@ -147,6 +153,7 @@ class MetadataDelta:
     def replay_all(
         self, records: Iterable[r.MetadataRecord], base_offset: int | None = None
     ) -> None:
+        """Replay ``records`` in order (``base_offset`` numbers them in error messages)."""
         for i, record in enumerate(records):
             self.replay(record, None if base_offset is None else base_offset + i)
 
@@ -219,10 +226,12 @@ class MetadataDelta:
         return frozenset(key for key, inner in configs.changes.inner.items() if inner.changes)
 
     def created_topic_ids(self) -> frozenset[UUID]:
+        """Ids of the topics this delta creates."""
         topics = self.topics
         return topics.created_topic_ids() if topics is not None else frozenset()
 
     def deleted_topics(self) -> tuple[TopicImage, ...]:
+        """Base-image topics this delta removes (including ones it then re-creates)."""
         topics = self.topics
         return topics.deleted_topics() if topics is not None else ()
 

@@ -30,10 +30,12 @@ class FeaturesImage:
 
     @property
     def metadata_version(self) -> int | None:
+        """The ``metadata.version`` feature level, or None before it is set."""
         return self.levels.get(METADATA_VERSION_FEATURE)
 
     def write(self) -> Iterator[MetadataRecord]:
         # metadata.version first: it decides how every later record is read.
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         if (version := self.metadata_version) is not None:
             yield FeatureLevelRecord(name=METADATA_VERSION_FEATURE, feature_level=version)
         for name, level in sorted_items(self.levels):
@@ -52,6 +54,7 @@ class FeaturesDelta(MapDelta[FeaturesImage, MapChanges[str, int]]):
     field = "levels"
 
     def replay_feature_level(self, record: FeatureLevelRecord) -> None:
+        """Fold a ``FeatureLevelRecord`` into this delta."""
         if record.feature_level == 0:
             self.changes.delete(record.name)
         else:
@@ -68,6 +71,7 @@ class ProducerIdsImage:
     EMPTY: ClassVar[ProducerIdsImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         if self.next_producer_id >= 0:
             yield ProducerIdsRecord(broker_id=-1, next_producer_id=self.next_producer_id)
 
@@ -86,18 +90,22 @@ class ProducerIdsDelta:
 
     @classmethod
     def creating(cls, image: ProducerIdsImage) -> ProducerIdsDelta:
+        """A delta that builds ``image`` from nothing (a snapshot load): every entry is new."""
         delta = cls(ProducerIdsImage.EMPTY)
         delta.next_producer_id = image.next_producer_id if image.next_producer_id >= 0 else None
         return delta
 
     def replay_producer_ids(self, record: ProducerIdsRecord) -> None:
+        """Fold a ``ProducerIdsRecord`` into this delta."""
         self.next_producer_id = record.next_producer_id
 
     def finish_snapshot(self) -> None:
+        """End of a snapshot: delete every base entry the snapshot did not mention."""
         if self.next_producer_id is None:
             self.next_producer_id = -1
 
     def apply(self) -> ProducerIdsImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         value = self.next_producer_id
         if value is None or value == self.image.next_producer_id:
             return self.image

@@ -149,17 +149,21 @@ class MetadataImage(RefCounted):
 
     @property
     def provenance(self) -> Provenance:
+        """Where the image comes from: offset, epoch and append time of its last record."""
         return self._provenance
 
     @property
     def offset(self) -> int:
+        """Offset of the last record the image contains (-1: none)."""
         return self._provenance.offset
 
     @property
     def epoch(self) -> int:
+        """Leader epoch of the last record the image contains."""
         return self._provenance.epoch
 
     def describe(self) -> str:
+        """A short name for messages: serial, offset and epoch."""
         p = self._provenance
         kind = "EMPTY " if self._immortal and p == Provenance.EMPTY else ""
         return f"{kind}MetadataImage#{self._serial}(offset={p.offset}, epoch={p.epoch})"

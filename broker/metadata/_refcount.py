@@ -71,6 +71,7 @@ class LeakDetectionLevel(enum.IntEnum):
 
     @classmethod
     def parse(cls, text: str) -> LeakDetectionLevel:
+        """The level named ``text`` (case-insensitive, as in ``BROKER_LEAK_DETECTION``)."""
         try:
             return cls[text.strip().upper()]
         except KeyError:
@@ -301,18 +302,22 @@ class RefCounted:
     # identity -----------------------------------------------------------------------
 
     def describe(self) -> str:
+        """A short name for messages: type and serial."""
         return f"{type(self).__name__}#{self._serial}"
 
     @property
     def ref_count(self) -> int:
+        """References held now (0: released, dead)."""
         return self._refcnt
 
     @property
     def is_live(self) -> bool:
+        """Whether references are held (a count above zero): only then may it be read."""
         return self._refcnt > 0
 
     @property
     def is_immortal(self) -> bool:
+        """Whether the object is never released (shared constants such as EMPTY)."""
         return self._immortal
 
     def sites(self) -> list[str]:
@@ -439,6 +444,7 @@ class RefCounted:
             self._pending = None
 
     def has_derived(self, key: DerivedKey[Any]) -> bool:
+        """Whether derived state for ``key`` was computed for this object."""
         derived = self._derived
         return derived is not None and key in derived
 
@@ -482,6 +488,7 @@ class Lease(Generic[R]):
 
     @property
     def value(self) -> R:
+        """The leased object (ImageReleasedError once the lease was released)."""
         if self._released:
             raise ImageReleasedError(
                 image=self._obj.describe(), what="a lease that was already released"
@@ -490,9 +497,11 @@ class Lease(Generic[R]):
 
     @property
     def released(self) -> bool:
+        """Whether this lease gave its reference back."""
         return self._released
 
     def release(self) -> None:
+        """Give the reference back; idempotent (a second call does nothing)."""
         if not self._released:
             self._released = True
             self._obj.release()

@@ -41,6 +41,7 @@ class AclsImage:
     EMPTY: ClassVar[AclsImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for _, acl in sorted_items(self.acls):
             yield acl
 
@@ -56,9 +57,11 @@ class AclsDelta(MapDelta[AclsImage, MapChanges[UUID, AccessControlEntryRecord]])
     field = "acls"
 
     def replay_acl(self, record: AccessControlEntryRecord) -> None:
+        """Fold a ``AccessControlEntryRecord`` into this delta."""
         self.changes.set(record.id, record)
 
     def replay_remove_acl(self, record: RemoveAccessControlEntryRecord) -> None:
+        """Fold a ``RemoveAccessControlEntryRecord`` into this delta."""
         if record.id not in self.changes:
             raise Reject(f"ACL {record.id} does not exist")
         self.changes.delete(record.id)
@@ -74,6 +77,7 @@ class ScramImage:
     EMPTY: ClassVar[ScramImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for _, credential in sorted_items(self.credentials):
             yield credential
 
@@ -91,10 +95,12 @@ class ScramDelta(
     field = "credentials"
 
     def replay_credential(self, record: UserScramCredentialRecord) -> None:
+        """Fold a ``UserScramCredentialRecord`` into this delta."""
         self.changes.set((record.name, record.mechanism), record)
 
     def replay_remove_credential(self, record: RemoveUserScramCredentialRecord) -> None:
         # Kafka treats removing an absent credential as a no-op.
+        """Fold a ``RemoveUserScramCredentialRecord`` into this delta."""
         self.changes.delete((record.name, record.mechanism))
 
 
@@ -108,6 +114,7 @@ class DelegationTokensImage:
     EMPTY: ClassVar[DelegationTokensImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for _, token in sorted_items(self.tokens):
             yield token
 
@@ -125,8 +132,10 @@ class DelegationTokensDelta(
     field = "tokens"
 
     def replay_token(self, record: DelegationTokenRecord) -> None:
+        """Fold a ``DelegationTokenRecord`` into this delta."""
         self.changes.set(record.token_id, record)
 
     def replay_remove_token(self, record: RemoveDelegationTokenRecord) -> None:
         # Kafka treats removing an absent token as a no-op.
+        """Fold a ``RemoveDelegationTokenRecord`` into this delta."""
         self.changes.delete(record.token_id)

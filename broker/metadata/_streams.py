@@ -82,6 +82,7 @@ class StreamMetadata:
 
     @property
     def last_range(self) -> RangeMetadata | None:
+        """The newest range of the stream, or None."""
         return self.ranges[-1] if self.ranges else None
 
     @property
@@ -115,9 +116,11 @@ class StreamMetadata:
         )
 
     def ranges_overlapping(self, start: int, end: int) -> list[RangeMetadata]:
+        """The ranges that hold offsets in [``start``, ``end``)."""
         return [r for r in self.ranges if r.start_offset < end and r.end_offset > start]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         yield S3StreamRecord(
             stream_id=self.stream_id,
             epoch=self.epoch,
@@ -172,6 +175,7 @@ class StreamsImage:
     EMPTY: ClassVar[StreamsImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
     def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
@@ -199,6 +203,7 @@ class StreamsDelta:
 
     @classmethod
     def creating(cls, image: StreamsImage) -> StreamsDelta:
+        """A delta that builds ``image`` from nothing (a snapshot load): every entry is new."""
         delta = cls(StreamsImage.EMPTY)
         delta.streams = MapChanges.creating(image.streams)
         delta.assigned_stream_id = (
@@ -224,6 +229,7 @@ class StreamsDelta:
 
     def replay_stream(self, record: S3StreamRecord) -> None:
         # An update keeps the stream's ranges and objects.
+        """Fold a ``S3StreamRecord`` into this delta."""
         current = self.streams.get(record.stream_id)
         self.streams.set(
             record.stream_id,
@@ -240,11 +246,13 @@ class StreamsDelta:
         self._mention(record.stream_id)
 
     def replay_remove_stream(self, record: RemoveS3StreamRecord) -> None:
+        """Fold a ``RemoveS3StreamRecord`` into this delta."""
         self._stream(record.stream_id)
         self.streams.delete(record.stream_id)
         self.mentioned.pop(record.stream_id, None)
 
     def replay_range(self, record: RangeRecord) -> None:
+        """Fold a ``RangeRecord`` into this delta."""
         stream = self._stream(record.stream_id)
         new = RangeMetadata(
             record.range_index, record.epoch, record.start_offset, record.end_offset, record.node_id
@@ -255,6 +263,7 @@ class StreamsDelta:
         self._mention(record.stream_id)[0].add(record.range_index)
 
     def replay_remove_range(self, record: RemoveRangeRecord) -> None:
+        """Fold a ``RemoveRangeRecord`` into this delta."""
         stream = self._stream(record.stream_id)
         ranges = tuple(r for r in stream.ranges if r.range_index != record.range_index)
         if len(ranges) == len(stream.ranges):
@@ -263,6 +272,7 @@ class StreamsDelta:
         self._mention(record.stream_id)[0].discard(record.range_index)
 
     def replay_stream_object(self, record: S3StreamObjectRecord) -> None:
+        """Fold a ``S3StreamObjectRecord`` into this delta."""
         stream = self._stream(record.stream_id)
         obj = StreamObject(
             record.object_id, record.start_offset, record.end_offset, record.data_time_ms
@@ -274,6 +284,7 @@ class StreamsDelta:
         self._mention(record.stream_id)[1].add(record.object_id)
 
     def replay_remove_stream_object(self, record: RemoveS3StreamObjectRecord) -> None:
+        """Fold a ``RemoveS3StreamObjectRecord`` into this delta."""
         stream = self._stream(record.stream_id)
         if record.object_id not in stream.objects:
             raise Reject(f"stream {record.stream_id} has no object {record.object_id}")
@@ -284,9 +295,11 @@ class StreamsDelta:
         self._mention(record.stream_id)[1].discard(record.object_id)
 
     def replay_assigned_stream_id(self, record: AssignedStreamIdRecord) -> None:
+        """Fold a ``AssignedStreamIdRecord`` into this delta."""
         self.assigned_stream_id = record.assigned_stream_id
 
     def finish_snapshot(self) -> None:
+        """End of a snapshot: delete every base entry the snapshot did not mention."""
         for stream_id in list(self.streams.keys()):
             mentioned = self.mentioned.get(stream_id)
             if mentioned is None:
@@ -302,6 +315,7 @@ class StreamsDelta:
             self.assigned_stream_id = -1
 
     def apply(self) -> StreamsImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         streams = self.streams.apply()
         assigned = self.assigned_stream_id
         if assigned is None:
@@ -323,6 +337,7 @@ class ObjectsImage:
     EMPTY: ClassVar[ObjectsImage]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         if self.assigned_object_id >= 0:
             yield AssignedS3ObjectIdRecord(assigned_s3_object_id=self.assigned_object_id)
         for _, obj in sorted_items(self.objects):
@@ -344,6 +359,7 @@ class ObjectsDelta:
 
     @classmethod
     def creating(cls, image: ObjectsImage) -> ObjectsDelta:
+        """A delta that builds ``image`` from nothing (a snapshot load): every entry is new."""
         delta = cls(ObjectsImage.EMPTY)
         delta.objects = MapChanges.creating(image.objects)
         delta.assigned_object_id = (
@@ -352,22 +368,27 @@ class ObjectsDelta:
         return delta
 
     def replay_object(self, record: S3ObjectRecord) -> None:
+        """Fold a ``S3ObjectRecord`` into this delta."""
         self.objects.set(record.object_id, record)
 
     def replay_remove_object(self, record: RemoveS3ObjectRecord) -> None:
+        """Fold a ``RemoveS3ObjectRecord`` into this delta."""
         if record.object_id not in self.objects:
             raise Reject(f"object {record.object_id} does not exist")
         self.objects.delete(record.object_id)
 
     def replay_assigned_object_id(self, record: AssignedS3ObjectIdRecord) -> None:
+        """Fold a ``AssignedS3ObjectIdRecord`` into this delta."""
         self.assigned_object_id = record.assigned_s3_object_id
 
     def finish_snapshot(self) -> None:
+        """End of a snapshot: delete every base entry the snapshot did not mention."""
         self.objects.finish_snapshot()
         if self.assigned_object_id is None:
             self.assigned_object_id = -1
 
     def apply(self) -> ObjectsImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         objects = self.objects.apply()
         assigned = self.assigned_object_id
         if assigned is None:
@@ -387,10 +408,12 @@ class NodeWALImage:
     EMPTY: ClassVar[NodeWALImage]
 
     def in_failover(self, node_id: int) -> bool:
+        """Whether node ``node_id`` is in failover mode (its WAL is being taken over)."""
         node = self.nodes.get(node_id)
         return node is not None and node.failover_mode
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         for _, node in sorted_items(self.nodes):
             yield node
 
@@ -406,6 +429,7 @@ class NodeWALDelta(MapDelta[NodeWALImage, MapChanges[int, NodeWALMetadataRecord]
     field = "nodes"
 
     def replay_node(self, record: NodeWALMetadataRecord) -> None:
+        """Fold a ``NodeWALMetadataRecord`` into this delta."""
         self.changes.set(record.node_id, record)
 
 
@@ -418,9 +442,11 @@ class KVImage:
     EMPTY: ClassVar[KVImage]
 
     def get(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
         return self.values.get(key)
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         items = sorted_items(self.values)
         # One record per 1000 keys keeps snapshot records small.
         for start in range(0, len(items), 1000):
@@ -439,9 +465,11 @@ class KVDelta(MapDelta[KVImage, MapChanges[str, bytes]]):
     field = "values"
 
     def replay_kv(self, record: KVRecord) -> None:
+        """Fold a ``KVRecord`` into this delta."""
         for kv in record.key_values:
             self.changes.set(kv.key, kv.value)
 
     def replay_remove_kv(self, record: RemoveKVRecord) -> None:
+        """Fold a ``RemoveKVRecord`` into this delta."""
         for key in record.keys:
             self.changes.delete(key)

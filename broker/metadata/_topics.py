@@ -59,6 +59,7 @@ class PartitionRegistration(NamedTuple):
 
     @classmethod
     def from_record(cls, record: PartitionRecord) -> PartitionRegistration:
+        """The registration a PartitionRecord describes."""
         return cls(
             record.replicas,
             record.isr,
@@ -74,6 +75,7 @@ class PartitionRegistration(NamedTuple):
         )
 
     def to_record(self, topic_id: UUID, partition_id: int) -> PartitionRecord:
+        """The PartitionRecord that recreates this partition (snapshots)."""
         return PartitionRecord(
             partition_id=partition_id,
             topic_id=topic_id,
@@ -92,6 +94,7 @@ class PartitionRegistration(NamedTuple):
 
     @property
     def has_leader(self) -> bool:
+        """Whether the partition has a leader (not NO_LEADER)."""
         return self.leader != NO_LEADER
 
     def merge(self, record: PartitionChangeRecord) -> PartitionRegistration:
@@ -134,6 +137,7 @@ class TopicImage(NamedTuple):
     partitions: Map[int, PartitionRegistration]
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
     def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
@@ -167,17 +171,21 @@ class TopicsImage:
     EMPTY: ClassVar[TopicsImage]
 
     def get(self, name: str) -> TopicImage | None:
+        """Topic ``name``, or None."""
         topic_id = self.by_name.get(name)
         return self.by_id.get(topic_id) if topic_id is not None else None
 
     def partition(self, topic_id: UUID, partition_id: int) -> PartitionRegistration | None:
+        """Partition ``partition_id`` of topic ``topic_id``, or None."""
         topic = self.by_id.get(topic_id)
         return topic.partitions.get(partition_id) if topic is not None else None
 
     def partition_count(self) -> int:
+        """Partitions over all topics."""
         return sum(len(topic.partitions) for topic in self.by_id.values())
 
     def write(self) -> Iterator[MetadataRecord]:
+        """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
     def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
@@ -219,13 +227,16 @@ class TopicDelta:
 
     @property
     def name(self) -> str:
+        """The topic's name (after this delta)."""
         return self.base.name
 
     def partition(self, partition_id: int) -> PartitionRegistration | None:
+        """Partition ``partition_id`` after this delta, or None."""
         changed = self.partitions.get(partition_id)
         return changed if changed is not None else self.base.partitions.get(partition_id)
 
     def apply(self) -> TopicImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         changed = self.partitions
         base = self.base
         if not changed:
@@ -274,6 +285,7 @@ class TopicsDelta:
     # the current view ----------------------------------------------------------------
 
     def topic_id(self, name: str) -> UUID | None:
+        """The id of topic ``name`` after this delta, or None."""
         if name in self.names:
             return self.names[name]
         topic_id = self.image.by_name.get(name)
@@ -288,6 +300,7 @@ class TopicsDelta:
         return self.image.by_id.get(topic_id)
 
     def topic_name(self, topic_id: UUID) -> str | None:
+        """The name of topic ``topic_id`` after this delta, or None."""
         topic = self._live_topic(topic_id)
         return topic.name if topic is not None else None
 
@@ -306,6 +319,7 @@ class TopicsDelta:
     # replay --------------------------------------------------------------------------
 
     def replay_topic(self, record: TopicRecord) -> None:
+        """Fold a ``TopicRecord`` into this delta."""
         holder = self.topic_id(record.name)
         # A snapshot replaces the whole image: a base topic it has not mentioned yet
         # will be deleted by finish_snapshot, so it does not own the name.
@@ -330,11 +344,13 @@ class TopicsDelta:
             self.names[name] = None
 
     def replay_partition(self, record: PartitionRecord) -> None:
+        """Fold a ``PartitionRecord`` into this delta."""
         topic = self._topic_delta(record.topic_id)
         topic.partitions[record.partition_id] = PartitionRegistration.from_record(record)
 
     def replay_partition_change(self, record: PartitionChangeRecord) -> None:
         # The hot path of replay: one dict lookup when the topic already changed.
+        """Fold a ``PartitionChangeRecord`` into this delta."""
         topic_id, partition_id = record.topic_id, record.partition_id
         delta = self.changed.get(topic_id)
         if delta is None:
@@ -380,6 +396,7 @@ class TopicsDelta:
     # apply ---------------------------------------------------------------------------
 
     def apply(self) -> TopicsImage:
+        """The image with these changes (the base image itself when nothing changed)."""
         if not self.changed and not self.deleted:
             return self.image
         by_id = self.image.by_id.mutate()
@@ -416,6 +433,7 @@ class TopicsDelta:
         return bool(self.names)
 
     def created_topic_ids(self) -> frozenset[UUID]:
+        """Ids of the topics this delta creates."""
         return frozenset(self.created)
 
     def deleted_topics(self) -> tuple[TopicImage, ...]:
@@ -423,6 +441,7 @@ class TopicsDelta:
         return tuple(self.deleted.values())
 
     def leadership_changes(self, broker_id: int) -> LeadershipChanges:
+        """Partitions whose leader moved to, or away from, ``broker_id``."""
         became: list[TopicIdPartition] = []
         lost: list[TopicIdPartition] = []
         for topic_id, removed in self.deleted.items():

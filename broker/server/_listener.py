@@ -147,6 +147,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     @property
     def address(self) -> tuple[str, int]:
+        """The (host, port) the listener is bound to."""
         return self.host, self.port
 
     @asynccontextmanager
@@ -344,6 +345,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             return wire.body(image, answers, request, cache.rng)
 
     def statistics(self) -> ListenerStatistics:
+        """The listener's connections, requests, latencies and bytes now."""
         return ListenerStatistics(
             address=self.address,
             connections_open=len(self._connections),

@@ -207,6 +207,7 @@ class SimulationSummary:
 
     @property
     def healthy(self) -> bool:
+        """No reference-count error, refused read, leak, replay error or consumer fault."""
         return not (
             self.refcount_errors
             or self.released_reads
@@ -217,6 +218,7 @@ class SimulationSummary:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready data (what ``--json`` writes)."""
         return {**asdict(self), "healthy": self.healthy}
 
 

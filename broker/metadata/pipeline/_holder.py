@@ -62,6 +62,7 @@ class ImageHolder:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` was called: the holder then holds no image."""
         return self._closed
 
     def set(self, image: MetadataImage) -> None:
@@ -154,6 +155,7 @@ class HoldingConsumer:
 
     @property
     def name(self) -> str:
+        """The consumer's name in events and statistics."""
         return self._name
 
     @property

@@ -172,10 +172,12 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
 
     @property
     def caught_up(self) -> bool:
+        """Whether the loader reached the high-water mark it saw at start."""
         return self._caught_up.is_set()
 
     @property
     def halted(self) -> LoaderHaltedError | None:
+        """The error the loader halted at (halt mode), or None."""
         return self._halted
 
     @property
@@ -192,6 +194,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         await self._stopped.wait()
 
     def statistics(self) -> LoaderStatistics:
+        """The loader's counters now."""
         return LoaderStatistics(
             offset=self._image.offset,
             high_water_mark=self._hwm,

@@ -31,26 +31,32 @@ class PipelineStatistics:
 
     @property
     def current_offset(self) -> int:
+        """Offset of the newest published image."""
         return self.publisher.current_offset
 
     @property
     def images_published(self) -> int:
+        """Images the publisher handed to its consumers."""
         return self.publisher.images_published
 
     @property
     def replay_errors(self) -> int:
+        """Records the loader could not replay."""
         return self.loader.replay_errors
 
     @property
     def consumer_faults(self) -> int:
+        """Consumer callbacks that raised."""
         return self.publisher.consumer_faults
 
     @property
     def live_images(self) -> int:
+        """Images created and not yet released, process-wide."""
         return self.publisher.live_images
 
     @property
     def consumers(self) -> tuple[ConsumerStatistics, ...]:
+        """Each consumer's progress."""
         return self.publisher.consumers
 
 
@@ -101,18 +107,25 @@ class MetadataPipeline(anyio.AsyncContextManagerMixin):
         queue_size: int = 16,
         stall_timeout: float | None = None,
     ) -> Subscription:
+        """Register ``consumer``; it receives the current image first, then every one
+        after it (``mode``: every delta, with a queue of ``queue_size``, or only the latest
+        image). A consumer stalled longer than ``stall_timeout`` seconds is removed."""
         return self.publisher.add_consumer(
             consumer, mode, queue_size=queue_size, stall_timeout=stall_timeout
         )
 
     def remove_consumer(self, name: str) -> None:
+        """Stop delivering to consumer ``name`` and release what was queued for it."""
         self.publisher.remove_consumer(name)
 
     def lease(self) -> Lease[MetadataImage]:
+        """A lease on the newest published image."""
         return self.publisher.lease()
 
     async def wait_for_offset(self, offset: int) -> Lease[MetadataImage]:
+        """A lease on the first published image at ``offset`` or later (waits for it)."""
         return await self.publisher.wait_for_offset(offset)
 
     def statistics(self) -> PipelineStatistics:
+        """The loader's and the publisher's counters now."""
         return PipelineStatistics(self.loader.statistics(), self.publisher.statistics())

@@ -52,4 +52,5 @@ class MetadataRecord(_Model):
 
     @classmethod
     def type_name(cls) -> str:
+        """The record type's name (the class name, as Kafka names it)."""
         return cls.__name__

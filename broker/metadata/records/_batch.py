@@ -55,8 +55,10 @@ class RecordBatch:
 
     @property
     def last_offset(self) -> int:
+        """Offset of the batch's last record."""
         return self.base_offset + len(self.records) - 1
 
     @property
     def next_offset(self) -> int:
+        """Offset after the batch's last record."""
         return self.base_offset + len(self.records)

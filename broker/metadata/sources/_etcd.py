@@ -145,10 +145,12 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
 
     @property
     def name(self) -> str:
+        """The log's name in events and errors (its endpoint and prefix)."""
         return self._name
 
     @property
     def epoch(self) -> int | None:
+        """The epoch this process writes with (None: a follower)."""
         return self._epoch
 
     @property
@@ -229,6 +231,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         return bool(succeeded)
 
     async def high_water_mark(self) -> int:
+        """Offset after the last committed record (0 for an empty log)."""
         return (await self._retrying("high_water_mark", self._head)).next_offset
 
     # writing ---------------------------------------------------------------------------
@@ -306,6 +309,9 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     # reading ---------------------------------------------------------------------------
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        """Batches from ``start_offset`` on that are committed (waits on a watch while
+        there are none), up to ``max_records`` records; SnapshotRequiredError below the log
+        start."""
         while True:
             head, batches, revision = await self._retrying(
                 "read", lambda: self._range(start_offset, max_records)
@@ -402,6 +408,8 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             await self._client.delete_prefix(self._snapshot_prefix + b"%020d/" % offset)
 
     async def latest_snapshot(self) -> Snapshot | None:
+        """The newest valid snapshot (an invalid one is reported and skipped), or None."""
+
         async def newest() -> Snapshot | None:
             for offset in await self._snapshot_offsets():
                 manifest = await self._client.get(self._snapshot_key(offset, "manifest"))
@@ -479,6 +487,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         return revision
 
     def statistics(self) -> EtcdLogStatistics:
+        """The log's counters and state now."""
         return EtcdLogStatistics(
             appends=self._appends,
             reads=self._reads,

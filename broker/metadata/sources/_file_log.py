@@ -131,6 +131,7 @@ class FileRecordLog:
 
     @property
     def name(self) -> str:
+        """The log's name in events and errors (its directory)."""
         return f"file:{self.directory}"
 
     @classmethod
@@ -265,6 +266,8 @@ class FileRecordLog:
         epoch: int = 1,
         append_time_ms: int | None = None,
     ) -> RecordBatch:
+        """Append ``records`` as one batch at the log's end and return it; with
+        ``fsync="always"`` the batch is on disk before this returns."""
         batch = next_batch(self._next_offset, records, epoch, append_time_ms)
         await self.append_batch(batch)
         return batch
@@ -290,13 +293,16 @@ class FileRecordLog:
 
     @property
     def next_offset(self) -> int:
+        """The offset the next appended record gets."""
         return self._next_offset
 
     @property
     def log_start(self) -> int:
+        """The oldest offset still in the log (older records live only in snapshots)."""
         return self._segment_bases[0] if self._segment_bases else self._next_offset
 
     async def high_water_mark(self) -> int:
+        """Offset after the last committed record (0 for an empty log)."""
         return self._readable_offset
 
     def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:
@@ -332,6 +338,8 @@ class FileRecordLog:
             return out
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        """Batches from ``start_offset`` on that are available now (waits while there are
+        none), up to ``max_records`` records; SnapshotRequiredError below the log start."""
         while start_offset >= self._readable_offset:
             await self._appended.wait()
         if self._readable_offset - start_offset <= INLINE_READ_RECORDS:
@@ -365,6 +373,7 @@ class FileRecordLog:
         return None
 
     async def latest_snapshot(self) -> Snapshot | None:
+        """The newest valid snapshot (an invalid one is reported and skipped), or None."""
         return await anyio.to_thread.run_sync(self._latest_snapshot_sync)
 
     def _write_snapshot_sync(self, image: MetadataImage) -> SnapshotInfo:
@@ -408,11 +417,13 @@ class FileRecordLog:
         return deleted
 
     def close(self) -> None:
+        """Close the segment files; idempotent."""
         with self._lock:
             self._closed = True
             self._close_segments()
 
     async def aclose(self) -> None:
+        """Close the segment files; idempotent."""
         self.close()
 
     async def __aenter__(self) -> FileRecordLog:

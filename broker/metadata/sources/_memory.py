@@ -36,14 +36,17 @@ class InMemoryRecordSource:
 
     @property
     def name(self) -> str:
+        """The source's name in events and errors."""
         return self._name
 
     @property
     def next_offset(self) -> int:
+        """The offset the next appended record gets."""
         return self._next_offset
 
     @property
     def log_start(self) -> int:
+        """The oldest offset still readable (older ones only in snapshots, once truncated)."""
         return self._log_start
 
     def __len__(self) -> int:
@@ -97,9 +100,12 @@ class InMemoryRecordSource:
     # reading -------------------------------------------------------------------------
 
     async def high_water_mark(self) -> int:
+        """Offset after the last appended record (0 when empty)."""
         return self._next_offset
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
+        """Batches from ``start_offset`` on that are appended (waits while there are
+        none), up to ``max_records`` records."""
         while start_offset >= self._next_offset:
             await self._appended.wait()
         if start_offset < self._log_start:
@@ -119,6 +125,7 @@ class InMemoryRecordSource:
     # snapshots and retention ------------------------------------------------------------
 
     async def latest_snapshot(self) -> Snapshot | None:
+        """The newest snapshot written to it, or None."""
         if not self._snapshots:
             return None
         name, _, data = self._snapshots[-1]

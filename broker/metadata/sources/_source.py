@@ -186,7 +186,9 @@ class RecordSource(Protocol):
     """Batches in offset order plus the high-water mark."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The source's name in events and errors."""
+        ...
 
     async def high_water_mark(self) -> int:
         """Offset after the last committed record (0 for an empty log)."""
