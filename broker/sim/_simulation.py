@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker._logging import get_logger
@@ -50,7 +51,7 @@ from broker.metadata import (
     sources,
 )
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
-from broker.metadata.records import encode_record
+from broker.metadata.records import RecordBatch, encode_record
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordLog
 from broker.server import KafkaListener, broker_listeners
 from broker.sim._controller import SyntheticController
@@ -73,6 +74,10 @@ logger = get_logger(__name__)
 
 MAX_LEAD_RECORDS = 20_000
 """How far the simulated controller's churn may run ahead of the loader."""
+APPEND_QUEUE = 1024
+"""Churn batches that may wait for the appender (the churn waits beyond it)."""
+MAX_APPEND_GROUP = 256
+"""Batches appended together at most (one fsync for all, ``--fsync always``)."""
 
 
 class SimulationConfig(BaseModel):
@@ -384,37 +389,70 @@ class Simulation:
         The churn never runs more than ``MAX_LEAD_RECORDS`` ahead of the published image:
         controller and broker share one process here, and a controller that outruns its
         broker would only measure a growing backlog (and delay the end of the run)."""
-        config = self.config
         try:
-            if not controller.bootstrapped:
-                for batch in controller.bootstrap():
-                    await log.append_batch(batch)
-                    self._batches += 1
-            interval = 1.0 / config.rate if config.rate else 0.0
-            next_at = time.monotonic()
-            while config.events is None or self._events < config.events:
-                last = -1
-                for batch in controller.churn():
-                    await log.append_batch(batch)
-                    self._batches += 1
-                    last = batch.base_offset + len(batch.records) - 1
-                self._events += 1
-                if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
-                    with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
-                        pass
-                if interval:
-                    next_at += interval
-                    delay = next_at - time.monotonic()
-                    if delay > 0:
-                        await anyio.sleep(delay)
-                    elif self._events % 64 == 0:
-                        await checkpoint()
-                elif self._events % 16 == 0:
-                    await checkpoint()
+            with single_cause():
+                if not controller.bootstrapped:
+                    bootstrap = controller.bootstrap()
+                    await log.append_batches(bootstrap)
+                    self._batches += len(bootstrap)
+                send, receive = anyio.create_memory_object_stream[RecordBatch](APPEND_QUEUE)
+                async with anyio.create_task_group() as appends:
+                    appends.start_soon(self._appender, log, receive)
+                    async with send:
+                        await self._generate(controller, pipeline, send)
         except WriterFencedError as fenced:
             # Another simulation claimed the shared log: follow it from now on.
             logger.warning("simulation_fenced", log=log.name, error=str(fenced))
             self._fenced = True
+
+    async def _generate(
+        self,
+        controller: SyntheticController,
+        pipeline: MetadataPipeline,
+        send: MemoryObjectSendStream[RecordBatch],
+    ) -> None:
+        """Churn events at ``rate``, handed to the appender in order."""
+        config = self.config
+        interval = 1.0 / config.rate if config.rate else 0.0
+        next_at = time.monotonic()
+        while config.events is None or self._events < config.events:
+            last = -1
+            for batch in controller.churn():
+                try:  # no checkpoint per batch: the churn yields every few events below
+                    send.send_nowait(batch)
+                except anyio.WouldBlock:
+                    await send.send(batch)  # the appender is behind: wait for room
+                last = batch.base_offset + len(batch.records) - 1
+            self._events += 1
+            if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
+                with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
+                    pass
+            if interval:
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                elif self._events % 64 == 0:
+                    await checkpoint()
+            elif self._events % 16 == 0:
+                await checkpoint()
+
+    async def _appender(
+        self, log: RecordLog, batches: MemoryObjectReceiveStream[RecordBatch]
+    ) -> None:
+        """Append the churn in order; what queued up while the last append was syncing
+        goes in as one group (with ``--fsync always``: one fsync for all of it), as a
+        controller pipelines its writes. Ends when the churn does, after the last batch."""
+        async with batches:
+            async for batch in batches:
+                group = [batch]
+                while len(group) < MAX_APPEND_GROUP:
+                    try:
+                        group.append(batches.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await log.append_batches(group)
+                self._batches += len(group)
 
     async def _client(self, cache: MetadataCache, topics: list[str], rng: random.Random) -> None:
         while True:

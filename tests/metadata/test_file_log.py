@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -199,3 +200,68 @@ async def test_file_log_waits_for_appends(tmp_path: Path) -> None:
             assert got == []
             await log.append(topic_records(A, "orders", 1))
         assert got == [0]
+
+
+class CountingFsync:
+    """os.fsync, counted (installed over os.fsync by a test)."""
+
+    def __init__(self) -> None:
+        self.real = os.fsync
+        self.calls = 0
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.real(fd)
+
+
+async def test_appends_that_wait_together_share_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = CountingFsync()
+    monkeypatch.setattr(os, "fsync", fsync)
+    async with await FileRecordLog.open(tmp_path, fsync="always") as log:
+        first = await log.append(topic_records(A, "orders", 2))
+        before = fsync.calls
+        acknowledged: list[RecordBatch] = []
+
+        async def append(i: int) -> None:
+            batch = await log.append([change(i % 2, 1 + i % 2)])
+            # acknowledged only once durable: a reader (the loader) already sees it
+            assert await log.high_water_mark() >= batch.next_offset
+            acknowledged.append(batch)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(append, i)
+        assert len(acknowledged) == 40
+        assert fsync.calls - before < 10  # 40 appends, a handful of group commits
+
+        grouped = [RecordBatch(log.next_offset + i, 1, 0, (change(i % 2, 1),)) for i in range(30)]
+        before = fsync.calls
+        await log.append_batches(grouped)
+        assert fsync.calls - before == 1  # one fsync for the whole group
+        assert await log.high_water_mark() == grouped[-1].next_offset
+        expected = [first, *sorted(acknowledged, key=lambda b: b.base_offset), *grouped]
+    async with await FileRecordLog.open(tmp_path) as reopened:
+        assert await reopened.read(0, 10_000) == expected
+
+
+async def test_a_failed_fsync_is_retried_by_the_next_append_not_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with await FileRecordLog.open(tmp_path, fsync="always") as log:
+        await log.append(topic_records(A, "orders", 2))
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        fsync = CountingFsync()
+        monkeypatch.setattr(os, "fsync", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            await log.append([change(0, 2)])
+        hwm = await log.high_water_mark()  # the failed append is not shown to readers
+        monkeypatch.setattr(os, "fsync", fsync)
+        batch = await log.append([change(1, 2)])
+        assert fsync.calls >= 1  # the earlier, unsynced write was synced with this one
+        assert await log.high_water_mark() == batch.next_offset
+        assert batch.next_offset == hwm + 2

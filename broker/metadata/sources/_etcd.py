@@ -274,6 +274,12 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
             await self.claim()
         await self._append(lambda head: batch)
 
+    async def append_batches(self, batches: Sequence[RecordBatch]) -> None:
+        """Append consecutive batches, in order (one transaction each: every one checks
+        the head, so a fenced writer stops at the first)."""
+        for batch in batches:
+            await self.append_batch(batch)
+
     async def _append(self, make: Callable[[_Head], RecordBatch]) -> RecordBatch:
         epoch = self._epoch
         assert epoch is not None

@@ -124,6 +124,12 @@ class FileRecordLog:
         self._next_offset = 0
         self._readable_offset = 0
         self._new_segment = False
+        self._durable_offset = 0
+        """Offset after the last record known to be on disk (fsync ``always``)."""
+        self._dirty: set[int] = set()
+        """Segment fds written since the last fsync."""
+        self._syncing = False
+        self._synced = Notifier()
         self._lock = threading.Lock()
         self._appended = Notifier()
         self._closed = False
@@ -207,7 +213,7 @@ class FileRecordLog:
             self._segments.append(segment)
             self._segment_bases.append(base)
         self._next_offset = expected if expected is not None else 0
-        self._readable_offset = self._next_offset
+        self._readable_offset = self._durable_offset = self._next_offset
         self.recovery = RecoveryReport(
             len(self._segments),
             batches,
@@ -225,8 +231,8 @@ class FileRecordLog:
 
     # writing ---------------------------------------------------------------------------
 
-    def _write(self, batch: RecordBatch) -> int | None:
-        """Write one frame to the page cache; returns the fd to fsync (``always`` mode)."""
+    def _write(self, batch: RecordBatch) -> None:
+        """Write one frame to the page cache (its fd is then due an fsync, ``always``)."""
         frame = encode_batch(batch)
         with self._lock:
             if self._closed:
@@ -251,13 +257,42 @@ class FileRecordLog:
             segment.positions.append(segment.size)
             segment.size += len(frame)
             self._next_offset = batch.next_offset
-            return segment.fd if self.fsync == "always" else None
+            if self.fsync == "always":
+                self._dirty.add(segment.fd)
 
-    def _sync(self, fd: int) -> None:
-        os.fsync(fd)
-        if self._new_segment:
-            self._new_segment = False
+    def _sync(self, fds: set[int], new_segment: bool) -> None:
+        for fd in fds:
+            os.fsync(fd)
+        if new_segment:
             _fsync_directory(self._segments_dir)
+
+    async def _sync_until(self, offset: int) -> None:
+        """Return once every record below ``offset`` is on disk.
+
+        Group commit: one task at a time fsyncs everything written so far; appends that
+        wait meanwhile are covered by the next fsync and share it, so a burst of
+        concurrent (or batched) appends costs one or two fsyncs, not one each.
+        """
+        while self._durable_offset < offset:
+            if self._syncing:
+                await self._synced.wait()
+                continue
+            self._syncing = True
+            with self._lock:
+                upto, fds, new_segment = self._next_offset, self._dirty, self._new_segment
+                self._dirty, self._new_segment = set(), False
+            try:
+                await anyio.to_thread.run_sync(self._sync, fds, new_segment)
+            except BaseException:
+                with self._lock:  # not synced: the next attempt must cover these again
+                    self._dirty |= fds
+                    self._new_segment = self._new_segment or new_segment
+                raise
+            else:
+                self._durable_offset = max(self._durable_offset, upto)
+            finally:
+                self._syncing = False
+                self._synced.notify()
 
     async def append(
         self,
@@ -277,16 +312,26 @@ class FileRecordLog:
         Cancellation never leaves a batch in the file that readers were not shown.
 
         The write itself goes to the page cache in the event loop (small and fast); only
-        fsync, which can block for long, runs in a worker thread.
+        fsync, which can block for long, runs in a worker thread, shared by every append
+        waiting at the time (group commit).
         """
-        fd = self._write(batch)
-        if fd is not None:
-            # Once written, the batch is in the file whatever happens to this task: a
+        await self.append_batches((batch,))
+
+    async def append_batches(self, batches: Sequence[RecordBatch]) -> None:
+        """Append consecutive batches, in order, with one fsync for all of them
+        (``always``); none is shown to readers before all are durable."""
+        if not batches:
+            return
+        for batch in batches:
+            self._write(batch)
+        end = batches[-1].next_offset
+        if self.fsync == "always":
+            # Once written, the batches are in the file whatever happens to this task: a
             # cancelled append still finishes its fsync and becomes readable, so the
             # high-water mark never lags what a restart would recover.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._sync, fd)
-        self._readable_offset = max(self._readable_offset, batch.next_offset)
+                await self._sync_until(end)
+        self._readable_offset = max(self._readable_offset, end)
         self._appended.notify()
 
     # reading ---------------------------------------------------------------------------

@@ -80,6 +80,11 @@ class InMemoryRecordSource:
         """Like :meth:`append_batch_nowait`, as the RecordLog protocol has it."""
         self.append_batch_nowait(batch)
 
+    async def append_batches(self, batches: Sequence[RecordBatch]) -> None:
+        """Append consecutive batches, in order, as the RecordLog protocol has it."""
+        for batch in batches:
+            self.append_batch_nowait(batch)
+
     def append_batch_nowait(self, batch: RecordBatch) -> None:
         """Append a batch built elsewhere; its base offset must be the next offset."""
         if batch.base_offset != self._next_offset:

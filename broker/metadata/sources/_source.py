@@ -225,6 +225,11 @@ class RecordLog(RecordSource, Protocol):
         """Append a batch built elsewhere; its base offset must be the next offset."""
         ...
 
+    async def append_batches(self, batches: Sequence[RecordBatch]) -> None:
+        """Append consecutive batches built elsewhere, in order (a durable log makes them
+        durable together: one fsync, one acknowledgement)."""
+        ...
+
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as the newest snapshot (the caller holds it while this runs;
         the encoding happens in a worker thread)."""
