@@ -15,6 +15,7 @@ connections and lets in-flight requests finish (within ``shutdown_grace`` second
 from __future__ import annotations
 
 import errno
+import socket
 import struct
 import time
 from collections import Counter
@@ -134,6 +135,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self._wire_key = wire_metadata_key(cache.settings(listener_name))
         self._connections: set[_Connection] = set()
         self._socket_listener: anyio.abc.Listener[SocketStream] | None = None
+        self._sockets: list[socket.socket] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._idle = Notifier()
@@ -161,26 +163,52 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                 reason = error.strerror or str(error)
                 raise ListenError(self.host, self.port, reason, error.errno) from error
             self.port = listener.extra(SocketAttribute.local_port)
+            sockets = [
+                sub.extra(SocketAttribute.raw_socket)
+                for sub in getattr(listener, "listeners", (listener,))
+            ]
             logger.info(
                 "listener_started", host=self.host, port=self.port, listener=self.listener_name
             )
             async with anyio.create_task_group() as task_group:
                 self._socket_listener, self._task_group = listener, task_group
-                task_group.start_soon(self._accept, listener, task_group)
+                self._sockets = sockets
+                for raw in sockets:
+                    task_group.start_soon(self._accept, raw, task_group)
                 try:
                     yield self
                 finally:
                     await self.stop()
 
-    async def _accept(
-        self, listener: anyio.abc.Listener[SocketStream], task_group: anyio.abc.TaskGroup
-    ) -> None:
-        # Closing the listener at shutdown ends serve() with ClosedResourceError (wrapped
-        # in a group by the multi-listener of create_tcp_listener).
+    async def _accept(self, raw: socket.socket, task_group: anyio.abc.TaskGroup) -> None:
+        """Accept every pending connection at each wake-up, not one per turn of the event
+        loop: under load a turn can take long, and a queue of new clients would drain
+        one per turn (anyio's ``serve`` checkpoints before each accept)."""
+        while True:
+            try:
+                await anyio.wait_readable(raw)
+            except (anyio.ClosedResourceError, OSError):
+                return  # stop() closed the socket
+            while True:
+                try:
+                    client, _ = raw.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:  # out of descriptors, ...: the next wake-up retries
+                    logger.warning("accept_failed", port=self.port, error=str(error))
+                    await anyio.sleep(0.1)
+                    break
+                task_group.start_soon(self._serve_socket, client)
+
+    async def _serve_socket(self, client: socket.socket) -> None:
         try:
-            await listener.serve(self._serve, task_group=task_group)
-        except* (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+            if client.family in (socket.AF_INET, socket.AF_INET6):
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream = await SocketStream.from_socket(client)
+        except BaseException:
+            client.close()
+            raise
+        await self._serve(stream)
 
     async def stop(self) -> None:
         """Stop accepting, close idle connections, let in-flight requests finish (up to
@@ -190,6 +218,8 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             return
         with anyio.CancelScope(shield=True):
             self._closing = True
+            for raw in self._sockets:
+                anyio.notify_closing(raw)  # wakes the accept loops, which end
             await listener.aclose()
             for connection in list(self._connections):
                 if not connection.busy:
