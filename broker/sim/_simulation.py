@@ -74,6 +74,8 @@ logger = get_logger(__name__)
 
 MAX_LEAD_RECORDS = 20_000
 """How far the simulated controller's churn may run ahead of the loader."""
+CHURN_SLICE = 0.005
+"""Seconds the churn may generate events without yielding to the event loop."""
 APPEND_QUEUE = 1024
 """Churn batches that may wait for the appender (the churn waits beyond it)."""
 MAX_APPEND_GROUP = 256
@@ -414,7 +416,7 @@ class Simulation:
         """Churn events at ``rate``, handed to the appender in order."""
         config = self.config
         interval = 1.0 / config.rate if config.rate else 0.0
-        next_at = time.monotonic()
+        next_at = yielded = time.monotonic()
         while config.events is None or self._events < config.events:
             last = -1
             for batch in controller.churn():
@@ -427,15 +429,17 @@ class Simulation:
             if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
                 with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
                     pass
-            if interval:
-                next_at += interval
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                elif self._events % 64 == 0:
-                    await checkpoint()
-            elif self._events % 16 == 0:
+            now = time.monotonic()
+            delay = (next_at := next_at + interval) - now if interval else 0.0
+            if delay > 0:
+                await anyio.sleep(delay)
+                yielded = time.monotonic()
+            elif now - yielded >= CHURN_SLICE:
+                # Behind schedule (or unthrottled): keep generating, but never hold the
+                # event loop for longer than a slice (a node event alone is thousands
+                # of records at scale).
                 await checkpoint()
+                yielded = time.monotonic()
 
     async def _appender(
         self, log: RecordLog, batches: MemoryObjectReceiveStream[RecordBatch]

@@ -42,7 +42,7 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-REFREEZE_RECORDS = 20_000
+REFREEZE_RECORDS = 2_000
 """Records applied between two freezes (each freeze collects what was allocated since)."""
 UNFREEZE_AFTER = 600.0
 """Seconds between two collections of the whole heap (unfreeze, collect, freeze)."""

@@ -71,6 +71,8 @@ class LoaderStatistics:
     halted: str | None
 
 
+YIELD_EVERY_RECORDS = 256
+"""The loader yields to the event loop at least this often while it replays a batch."""
 _MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
 
 
@@ -275,6 +277,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                         except ReplayError as error:
                             group.errors += 1
                             await self._replay_failed(error, delta, batch, offset, group)
+                    if index % YIELD_EVERY_RECORDS == YIELD_EVERY_RECORDS - 1:
+                        await checkpoint()  # a large batch (a bootstrap's) takes a while
                 self._next_offset = batch.next_offset
                 self._batches += 1
                 self._records += len(batch.records)
