@@ -136,6 +136,8 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         self._connections: set[_Connection] = set()
         self._socket_listener: anyio.abc.Listener[SocketStream] | None = None
         self._sockets: list[socket.socket] = []
+        self._accepted: set[socket.socket] = set()
+        """Accepted sockets whose connection task has not started yet."""
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._idle = Notifier()
@@ -179,6 +181,10 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     yield self
                 finally:
                     await self.stop()
+            # Accepted at the last moment, their tasks cancelled before they ran.
+            for client in self._accepted:
+                client.close()
+            self._accepted.clear()
 
     async def _accept(self, raw: socket.socket, task_group: anyio.abc.TaskGroup) -> None:
         """Accept every pending connection at each wake-up, not one per turn of the event
@@ -198,9 +204,11 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     logger.warning("accept_failed", port=self.port, error=str(error))
                     await anyio.sleep(0.1)
                     break
+                self._accepted.add(client)
                 task_group.start_soon(self._serve_socket, client)
 
     async def _serve_socket(self, client: socket.socket) -> None:
+        self._accepted.discard(client)  # this task owns it now
         try:
             if client.family in (socket.AF_INET, socket.AF_INET6):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

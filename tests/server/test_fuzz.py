@@ -90,8 +90,10 @@ def good_client(port: int, stop: threading.Event, outcome: dict[str, object]) ->
     """A well-behaved client on one connection for the whole fuzz run."""
     calls = 0
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            stream = sock.makefile("rb")
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+            sock.makefile("rb") as stream,  # closed too, or the socket's fd outlives it
+        ):
             while not stop.is_set():
                 calls += 1
                 sock.sendall(encode_request(METADATA, 12, calls, metadata_request_body(12)))
