@@ -394,7 +394,9 @@ class Simulation:
         try:
             with single_cause():
                 if not controller.bootstrapped:
-                    bootstrap = controller.bootstrap()
+                    # Pure and long at scale (every topic and partition): generated in a
+                    # worker thread, so the event loop keeps serving meanwhile.
+                    bootstrap = await anyio.to_thread.run_sync(controller.bootstrap)
                     await log.append_batches(bootstrap)
                     self._batches += len(bootstrap)
                 send, receive = anyio.create_memory_object_stream[RecordBatch](APPEND_QUEUE)
@@ -819,7 +821,11 @@ class Simulation:
             with await run.cache.wait_for_offset(last):
                 pass
         with run.cache.lease() as image:
-            return FinalImage.of(image) if image.offset >= 0 else FinalImage.NONE
+            if image.offset < 0:
+                return FinalImage.NONE
+            # Hashing every record takes seconds at 100k partitions: a worker thread
+            # does it (the image is leased meanwhile), the event loop stays free.
+            return await anyio.to_thread.run_sync(FinalImage.of, image)
 
 
 def _advertised(host: str) -> str:
