@@ -200,7 +200,9 @@ def _describe_resource(
 ) -> ConfigsResult:
     kind, name = resource.resource_type, resource.resource_name
     configs = image.configs
-    broker_level = configs.configs(ConfigResourceType.BROKER, str(broker_id)) if broker_id else {}
+    broker_level = (
+        configs.configs(ConfigResourceType.BROKER, str(broker_id)) if broker_id is not None else {}
+    )
     default_level = configs.configs(ConfigResourceType.BROKER, "")
 
     def error(code: ErrorCode, message: str) -> ConfigsResult:
@@ -356,7 +358,11 @@ def describe_topic_partitions(
             )
         )
     start = cursor.topic_name if cursor is not None else ""
-    names = sorted(image.topics.by_name) if fetch_all else sorted(set(request.topics))
+    if fetch_all:  # the all-topics order the answers keep per image
+        by_id = image.topics.by_id
+        names = [by_id[topic_id].name for topic_id in answers.order(image)]
+    else:
+        names = sorted(set(request.topics))
     remaining = max(0, min(request.partition_limit, MAX_RESPONSE_PARTITIONS))
     topics: list[TopicMetadata] = []
     for name in names:

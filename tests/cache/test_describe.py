@@ -128,6 +128,15 @@ def test_a_broker_describes_itself_and_the_cluster_default_but_no_other_broker(
     assert "must be an integer" in (not_a_number.error_message or "")
 
 
+def test_broker_zero_describes_its_own_configs() -> None:
+    records = [broker_config("0", "num.io.threads", "4"), broker_config("", "num.io.threads", "8")]
+    with Lease(replay_records(records, Provenance(1, 1, 0))) as image:
+        [own] = configs_of(image, ConfigsRequest(BROKER, "0"), broker_id=0)
+    assert [(e.name, e.value, e.source) for e in own.configs] == [
+        ("num.io.threads", "4", ConfigSource.DYNAMIC_BROKER_CONFIG)
+    ]
+
+
 def test_secrets_are_never_returned(image: MetadataImage) -> None:
     [default] = configs_of(image, ConfigsRequest(BROKER, ""), broker_id=1, include_synonyms=True)
     secret = {e.name: e for e in default.configs}["ssl.keystore.password"]
