@@ -29,7 +29,6 @@ from pathlib import Path
 import anyio
 from anyio.lowlevel import checkpoint
 
-from broker import tune_gc
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
 from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
 from broker.metadata.records import RecordBatch
@@ -142,13 +141,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
-    tune_gc()
     controller = SyntheticController(
         WorkloadConfig(seed=args.seed, topics=100, partitions_per_topic=20)
     )
     batches = list(controller.batches(args.events))
     records = sum(len(b.records) for b in batches)
-    print(f"{len(batches):,} batches, {records:,} records, 3 consumers, tuned GC")
+    print(f"{len(batches):,} batches, {records:,} records, 3 consumers, default GC settings")
     with tempfile.TemporaryDirectory() as directory:
         rows = anyio.run(measure, batches, Path(directory))
     header = f"{'shape':<9} {'path':<20} {'records/s':>11} {'overhead vs replay':>19}"

@@ -139,13 +139,21 @@ class MetadataDelta:
         """Replay one record; ``offset`` only serves error messages."""
         if self._frozen:
             raise BrokerError("this delta was published and is read-only")
-        handler = _HANDLERS.get(type(record))
-        if handler is None:
-            raise ReplayError(
-                type(record).__name__, "no replay rule for this record type", offset=offset
-            )
+        kind = type(record)
         try:
-            handler(self, record)
+            if kind is r.PartitionChangeRecord:
+                # Most of a live log: skip the generic dispatch (one call less per record).
+                topics = self._parts.get("topics")
+                if topics is None:
+                    topics = self._part("topics")
+                topics.replay_partition_change(record)
+            else:
+                handler = _HANDLERS.get(kind)
+                if handler is None:
+                    raise ReplayError(
+                        kind.__name__, "no replay rule for this record type", offset=offset
+                    )
+                handler(self, record)
         except Reject as reject:
             raise ReplayError(record.type_name(), str(reject), offset=offset) from None
         self.records += 1

@@ -103,30 +103,58 @@ class PartitionRegistration(NamedTuple):
         Any leader in the record (even the same one) bumps the leader epoch, and every
         change bumps the partition epoch, as Kafka's replay does.
         """
-        if record.leader == NO_LEADER_CHANGE:
-            leader, leader_epoch = self.leader, self.leader_epoch
-        else:
-            leader, leader_epoch = record.leader, self.leader_epoch + 1
-        recovery = self.leader_recovery_state
-        if record.leader_recovery_state != -1:
-            recovery = LeaderRecoveryState(record.leader_recovery_state)
-        return PartitionRegistration(
-            self.replicas if record.replicas is None else record.replicas,
-            self.isr if record.isr is None else record.isr,
-            self.removing_replicas
-            if record.removing_replicas is None
-            else record.removing_replicas,
-            self.adding_replicas if record.adding_replicas is None else record.adding_replicas,
+        (
+            replicas,
+            isr,
+            removing,
+            adding,
             leader,
             recovery,
             leader_epoch,
-            self.partition_epoch + 1,
-            self.directories if record.directories is None else record.directories,
-            self.elr
-            if record.eligible_leader_replicas is None
-            else record.eligible_leader_replicas,
-            self.last_known_elr if record.last_known_elr is None else record.last_known_elr,
+            partition_epoch,
+            directories,
+            elr,
+            last_known_elr,
+        ) = self
+        change = record.__dict__
+        if (value := change["leader"]) != NO_LEADER_CHANGE:
+            leader, leader_epoch = value, leader_epoch + 1
+        if (value := change["leader_recovery_state"]) != -1:
+            recovery = LeaderRecoveryState(value)
+        if (value := change["isr"]) is not None:
+            isr = value
+        if (value := change["replicas"]) is not None:
+            replicas = value
+        if (value := change["removing_replicas"]) is not None:
+            removing = value
+        if (value := change["adding_replicas"]) is not None:
+            adding = value
+        if (value := change["directories"]) is not None:
+            directories = value
+        if (value := change["eligible_leader_replicas"]) is not None:
+            elr = value
+        if (value := change["last_known_elr"]) is not None:
+            last_known_elr = value
+        return _new_tuple(
+            PartitionRegistration,
+            (
+                replicas,
+                isr,
+                removing,
+                adding,
+                leader,
+                recovery,
+                leader_epoch,
+                partition_epoch + 1,
+                directories,
+                elr,
+                last_known_elr,
+            ),
         )
+
+
+_new_tuple = tuple.__new__
+"""Builds a NamedTuple from a tuple without its Python-level ``__new__`` (hot paths)."""
 
 
 class TopicImage(NamedTuple):
@@ -243,11 +271,13 @@ class TopicDelta:
             return base
         if len(changed) == 1:  # the common case, and a single set() beats a mutation
             ((partition_id, partition),) = changed.items()
-            return TopicImage(base.name, base.id, base.partitions.set(partition_id, partition))
-        mutation = base.partitions.mutate()
-        for partition_id, partition in changed.items():
-            mutation[partition_id] = partition
-        return TopicImage(base.name, base.id, mutation.finish())
+            partitions = base.partitions.set(partition_id, partition)
+        else:
+            mutation = base.partitions.mutate()
+            for partition_id, partition in changed.items():
+                mutation[partition_id] = partition
+            partitions = mutation.finish()
+        return _new_tuple(TopicImage, (base.name, base.id, partitions))
 
 
 def _unknown_partition(partition_id: int, topic_name: str) -> Reject:
@@ -354,8 +384,8 @@ class TopicsDelta:
         topic_id, partition_id = record.topic_id, record.partition_id
         delta = self.changed.get(topic_id)
         if delta is None:
-            base = None if topic_id in self.deleted else self.image.by_id.get(topic_id)
-            if base is None:
+            base = self.image.by_id.get(topic_id)
+            if base is None or (self.deleted and topic_id in self.deleted):
                 raise Reject(f"topic {topic_id} does not exist")
             current = base.partitions.get(partition_id)
             if current is None:

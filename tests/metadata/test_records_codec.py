@@ -6,7 +6,7 @@ import struct
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -14,11 +14,16 @@ from broker.errors import CorruptRecordError
 from broker.metadata.records import (
     AUTOMQ_RECORD_IDS,
     RECORD_TYPES,
+    AbortTransactionRecord,
+    BeginTransactionRecord,
+    EndTransactionRecord,
     FeatureLevelRecord,
     MetadataRecord,
     PartitionChangeRecord,
     RecordBatch,
     RegisterBrokerRecord,
+    ScramMechanism,
+    UserScramCredentialRecord,
     decode_batch,
     decode_record,
     encode_batch,
@@ -107,6 +112,60 @@ def test_batches_round_trip_through_the_encoding(
     assert end == len(data)
     for record in records:
         assert decode_record(encode_record(record)) == record
+
+
+MARKERS = st.sampled_from(
+    [BeginTransactionRecord(name="t"), EndTransactionRecord(), AbortTransactionRecord()]
+)
+
+
+@given(record_sequences(max_steps=40), st.lists(MARKERS, max_size=3))
+def test_trusted_decode_builds_the_records_validation_builds(
+    records: list[MetadataRecord], markers: list[MetadataRecord]
+) -> None:
+    records = records + markers
+    assume(records)
+    data = encode_batch(RecordBatch(7, 1, 0, tuple(records)))
+    trusted, _ = decode_batch(data, trusted=True)
+    validated, _ = decode_batch(data)
+    assert trusted == validated
+    for fast, checked in zip(trusted.records, validated.records, strict=True):
+        # repr tells an IntEnum from its int and a tuple from a list, == does not.
+        assert repr(fast) == repr(checked)
+        assert fast.model_fields_set == checked.model_fields_set
+        assert hash(fast) == hash(checked)
+        assert fast.model_dump() == checked.model_dump()
+        assert decode_record(encode_record(checked), trusted=True) == checked
+
+
+def test_trusted_decode_of_an_older_shorter_record_fills_its_defaults() -> None:
+    import msgpack
+
+    topic = uuid.UUID(int=9)
+    # A PartitionChangeRecord as a writer that knew only its first four fields sent it.
+    short = msgpack.packb([5, 0, 3, msgpack.ExtType(1, topic.bytes), [1, 2], 4], use_bin_type=True)
+    record = decode_record(short, trusted=True)
+    assert record == PartitionChangeRecord(partition_id=3, topic_id=topic, isr=(1, 2), leader=4)
+
+
+def test_trusted_decode_still_reports_an_unknown_type_or_a_bad_enum() -> None:
+    import msgpack
+
+    with pytest.raises(CorruptRecordError, match="unknown record api_key 999"):
+        decode_record(msgpack.packb([999, 0]), trusted=True)
+    # ScramMechanism has no member 9: the enum conversion fails even when trusted.
+    credential = UserScramCredentialRecord(
+        name="u",
+        mechanism=ScramMechanism(1),
+        salt=b"s",
+        stored_key=b"k",
+        server_key=b"v",
+        iterations=4096,
+    )
+    wire = msgpack.unpackb(encode_record(credential))
+    wire[3] = 9
+    with pytest.raises(CorruptRecordError):
+        decode_record(msgpack.packb(wire, use_bin_type=True), trusted=True)
 
 
 def _frames() -> tuple[bytes, bytes]:

@@ -232,6 +232,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         group = _Group()
         in_transaction = False
         provenance = self._image.provenance
+        unyielded = 0
         while True:
             try:
                 batches = await self.source.read(self._next_offset, self.max_records_per_image)
@@ -244,10 +245,11 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 continue
             for batch in batches:
                 group.add(batch)
+                base_offset = batch.base_offset
                 for index, record in enumerate(batch.records):
-                    offset = batch.base_offset + index
                     kind = type(record)
                     if kind in _MARKERS:
+                        offset = base_offset + index
                         misplaced = _misplaced_marker(kind, in_transaction)
                         if misplaced is not None:
                             # Kafka's rule: a marker that does not fit is a replay error
@@ -273,21 +275,26 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                             delta = MetadataDelta(self._image)
                     else:
                         try:
-                            delta.replay(record, offset)
+                            delta.replay(record, base_offset + index)
                         except ReplayError as error:
                             group.errors += 1
-                            await self._replay_failed(error, delta, batch, offset, group)
-                    if index % YIELD_EVERY_RECORDS == YIELD_EVERY_RECORDS - 1:
-                        await checkpoint()  # a large batch (a bootstrap's) takes a while
+                            await self._replay_failed(
+                                error, delta, batch, base_offset + index, group
+                            )
+                    unyielded += 1
+                    if unyielded >= YIELD_EVERY_RECORDS:
+                        # A source with data at hand returns at once, and one read (one
+                        # batch, even: a bootstrap's) can hold thousands of records: the
+                        # loader never keeps the event loop to itself for long. Counted in
+                        # records, not batches: a yield per small batch costs more than
+                        # replaying it.
+                        unyielded = 0
+                        await checkpoint()
                 self._next_offset = batch.next_offset
                 self._batches += 1
                 self._records += len(batch.records)
                 self._records_read += len(batch.records)
                 provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
-                # A source with data at hand returns at once, and one read can hold
-                # thousands of records: yield after every batch so the loader never
-                # keeps the event loop to itself for a whole read, let alone a catch-up.
-                await checkpoint()
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()

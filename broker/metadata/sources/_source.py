@@ -168,11 +168,12 @@ class Snapshot:
         return _frames(self.provenance, _each(self.records))[0]
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, name: str) -> Snapshot:
-        """Inverse of :meth:`to_bytes`; raises CorruptRecordError."""
+    def from_bytes(cls, data: bytes, *, name: str, trusted: bool = False) -> Snapshot:
+        """Inverse of :meth:`to_bytes`; raises CorruptRecordError. ``trusted``: the
+        bytes come from this library's own storage (see ``decode_batch``)."""
         records: list[MetadataRecord] = []
         provenance: Provenance | None = None
-        for _, batch in iter_batches(data, source=name):
+        for _, batch in iter_batches(data, source=name, trusted=trusted):
             if provenance is None:
                 provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
             records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
