@@ -1,17 +1,25 @@
 """End-to-end records/s through the pipeline, against replay alone, in one run.
 
-A synthetic controller log is loaded three ways, each with the same grouping of batches
-into images:
+A synthetic controller log is loaded three ways:
 
-* replay alone: deltas replayed and applied in a loop, nothing published
+* replay alone: deltas replayed and applied in a loop, nothing published (with the
+  loader's managed GC, so both sides run under the same collector policy)
 * pipeline from memory: InMemoryRecordSource -> loader -> publisher -> three consumers
   (a latest-image cache, an every-delta stream manager, a latest-image snapshot-like
   reader), timed until every consumer holds the last image
-* pipeline from the file log: the same, reading and decoding a FileRecordLog
+* pipeline from the file log (``fsync never``): the same, through a FileRecordLog
 
-Two shapes: "catch-up" (the whole log is there at start: big groups, few images) and
-"live" (batches arrive one by one: an image per batch, the publisher's worst case).
-Target (issue "Loader and publisher"): publishing overhead <= 25% over replay alone.
+Two shapes:
+
+* "catch-up": the whole log is there at start; everything runs in groups of 10k records.
+* "live": batches are appended one by one (a checkpoint after each) while the pipeline
+  runs, with the loader's default ``max_records_per_image``: the loader folds whatever
+  arrived while it was busy into one image. Replay alone makes one image per batch,
+  what a loop that applies each batch as it comes does.
+
+The interpreter's default GC settings throughout (no ``tune_gc()``).
+Targets (issue "Replay at 200k records/s"): catch-up from the file log >= 150k
+records/s; live from memory <= 25% over replay alone; live from the file log <= 100%.
 
     python3 dev bench pipeline [--events 20000]
 """
@@ -31,9 +39,13 @@ from anyio.lowlevel import checkpoint
 
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
 from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
+from broker.metadata.pipeline._collection import records_applied
 from broker.metadata.records import RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
 from broker.sim import SyntheticController, WorkloadConfig
+
+PER_IMAGE = 10_000
+"""The loader's default max_records_per_image."""
 
 
 class HoldingConsumer:
@@ -59,6 +71,7 @@ def replay_alone(batches: list[RecordBatch], per_image: int) -> float:
         last = group[-1]
         new = delta.apply(Provenance(last.last_offset, last.epoch, last.append_time_ms))
         image.release()
+        records_applied(count)  # what the loader does after each image
         image, group, count = new, [], 0
 
     for batch in batches:
@@ -72,12 +85,13 @@ def replay_alone(batches: list[RecordBatch], per_image: int) -> float:
     return time.perf_counter() - started
 
 
+Feed = Callable[[], Awaitable[None]]
+
+
 async def through_pipeline(
-    source: RecordSource,
-    last_offset: int,
-    per_image: int,
-    feed: Callable[[], Awaitable[None]] | None,
-) -> float:
+    source: RecordSource, last_offset: int, feed: Feed | None
+) -> tuple[float, int]:
+    """Seconds until every consumer holds the image at ``last_offset``, and images."""
     consumers = [
         HoldingConsumer("cache"),
         HoldingConsumer("stream-manager"),
@@ -85,52 +99,74 @@ async def through_pipeline(
     ]
     modes = [DeliveryMode.LATEST_IMAGE, DeliveryMode.EVERY_DELTA, DeliveryMode.LATEST_IMAGE]
     started = time.perf_counter()
-    async with MetadataPipeline(source, max_records_per_image=per_image) as pipeline:
+    async with MetadataPipeline(source, max_records_per_image=PER_IMAGE) as pipeline:
         for consumer, mode in zip(consumers, modes, strict=True):
             pipeline.add_consumer(consumer, mode, queue_size=64)
-        if feed is not None:
-            await feed()
-        for consumer in consumers:
-            with await consumer.holder.wait_for_offset(last_offset):
-                pass
+        async with anyio.create_task_group() as task_group:
+            if feed is not None:
+                task_group.start_soon(feed)
+            for consumer in consumers:
+                with await consumer.holder.wait_for_offset(last_offset):
+                    pass
+        images = pipeline.statistics().images_published
     elapsed = time.perf_counter() - started
     for consumer in consumers:
         consumer.holder.close()
-    return elapsed
+    return elapsed, images
 
 
-async def feed_one_by_one(source: InMemoryRecordSource, batches: list[RecordBatch]) -> None:
+async def feed_memory(source: InMemoryRecordSource, batches: list[RecordBatch]) -> None:
     for batch in batches:
         source.append_batch_nowait(batch)
         await checkpoint()
 
 
-async def measure(
-    batches: list[RecordBatch], directory: Path
-) -> list[tuple[str, str, float, float]]:
+async def feed_file(log: FileRecordLog, batches: list[RecordBatch]) -> None:
+    for batch in batches:
+        await log.append_batch(batch)
+        await checkpoint()
+
+
+Row = tuple[str, str, float, int, float]
+
+
+async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
     records = sum(len(b.records) for b in batches)
     last = batches[-1].last_offset
-    rows = []
-    for shape, per_image in (("catch-up", 10_000), ("live", 1)):
-        alone = replay_alone(batches, per_image)
+    rows: list[Row] = []
+    for shape in ("catch-up", "live"):
+        live = shape == "live"
+        per_batch = 1 if live else PER_IMAGE
+        alone = replay_alone(batches, per_batch)
+        alone_images = len(batches) if live else -(-records // PER_IMAGE)
 
         memory = InMemoryRecordSource()
-        feed: Callable[[], Awaitable[None]] | None = None
-        if shape == "catch-up":
-            memory.extend(batches)
+        if live:
+            in_memory, memory_images = await through_pipeline(
+                memory, last, partial(feed_memory, memory, batches)
+            )
         else:
-            feed = partial(feed_one_by_one, memory, batches)
-        in_memory = await through_pipeline(memory, last, per_image, feed)
+            memory.extend(batches)
+            in_memory, memory_images = await through_pipeline(memory, last, None)
 
         path = directory / shape
-        async with await FileRecordLog.open(path, fsync="never") as writer:
-            for batch in batches:
-                await writer.append_batch(batch)
-        async with await FileRecordLog.open(path, fsync="never") as log:
-            from_file = await through_pipeline(log, last, per_image, None)
-        rows.append((shape, "replay alone", records / alone, 0.0))
-        rows.append((shape, "pipeline, memory", records / in_memory, in_memory / alone - 1))
-        rows.append((shape, "pipeline, file log", records / from_file, from_file / alone - 1))
+        if live:
+            async with await FileRecordLog.open(path, fsync="never") as log:
+                from_file, file_images = await through_pipeline(
+                    log, last, partial(feed_file, log, batches)
+                )
+        else:
+            async with await FileRecordLog.open(path, fsync="never") as writer:
+                await writer.append_batches(batches)
+            async with await FileRecordLog.open(path, fsync="never") as log:
+                from_file, file_images = await through_pipeline(log, last, None)
+        rows.append((shape, "replay alone", records / alone, alone_images, 0.0))
+        rows.append(
+            (shape, "pipeline, memory", records / in_memory, memory_images, in_memory / alone - 1)
+        )
+        rows.append(
+            (shape, "pipeline, file log", records / from_file, file_images, from_file / alone - 1)
+        )
     return rows
 
 
@@ -149,17 +185,22 @@ def main(argv: list[str]) -> int:
     print(f"{len(batches):,} batches, {records:,} records, 3 consumers, default GC settings")
     with tempfile.TemporaryDirectory() as directory:
         rows = anyio.run(measure, batches, Path(directory))
-    header = f"{'shape':<9} {'path':<20} {'records/s':>11} {'overhead vs replay':>19}"
+    header = f"{'shape':<9} {'path':<20} {'records/s':>11} {'images':>8} {'overhead vs replay':>19}"
     print(header)
     print("-" * len(header))
-    ok = True
-    for shape, path, rate, overhead in rows:
+    verdicts = []
+    for shape, path, rate, images, overhead in rows:
         note = "" if path == "replay alone" else f"{overhead:>18.0%}"
-        print(f"{shape:<9} {path:<20} {rate:>11,.0f} {note:>19}")
-        if path == "pipeline, memory":
-            ok &= overhead <= 0.25
+        print(f"{shape:<9} {path:<20} {rate:>11,.0f} {images:>8,} {note:>19}")
+        if (shape, path) == ("catch-up", "pipeline, file log"):
+            verdicts.append(("catch-up from the file log >= 150k records/s", rate >= 150_000))
+        if (shape, path) == ("live", "pipeline, memory"):
+            verdicts.append(("live from memory <= 25% over replay alone", overhead <= 0.25))
+        if (shape, path) == ("live", "pipeline, file log"):
+            verdicts.append(("live from the file log <= 100% over replay alone", overhead <= 1.0))
     print()
-    print("target: publishing overhead (memory) <= 25%:", "met" if ok else "NOT met")
+    for target, met in verdicts:
+        print(f"target: {target}: {'met' if met else 'NOT met'}")
     return 0
 
 

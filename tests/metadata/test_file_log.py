@@ -15,6 +15,7 @@ from broker.metadata import Lease
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
 from broker.metadata.records import PartitionChangeRecord, RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource
+from broker.metadata.sources import _file_log as file_log
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import RecordingConsumer, replay_batches, topic_records
 
@@ -115,6 +116,22 @@ async def test_segments_roll_and_reads_cross_them(tmp_path: Path) -> None:
         middle = batches[5].base_offset
         assert (await log.read(middle, 2))[0] == batches[5]
         assert len(await log.read(middle, 2)) == 2
+
+
+async def test_a_reader_at_the_tail_gets_the_appended_batches_without_a_file_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_log, "TAIL_CACHE_RECORDS", 5)
+    async with await FileRecordLog.open(tmp_path, fsync="never") as log:
+        batches = [await log.append(topic_records(A, "orders", 2))]
+        batches += [await log.append([change(i % 2, 1 + i % 2)]) for i in range(8)]
+        tail = await log.read(batches[-3].base_offset, 100)
+        assert tail == batches[-3:]
+        assert all(read is appended for read, appended in zip(tail, batches[-3:], strict=True))
+        assert len(await log.read(batches[-3].base_offset, 2)) == 2  # max_records holds
+        everything = await log.read(0, 100)
+        assert everything == batches
+        assert everything[0] is not batches[0]  # evicted long ago: read back from the file
 
 
 async def test_snapshot_plus_log_restart_gives_the_image_of_a_full_replay(tmp_path: Path) -> None:

@@ -45,6 +45,10 @@ SEGMENT_SUFFIX = ".log"
 SNAPSHOT_SUFFIX = ".snapshot"
 SNAPSHOTS_KEPT = 2
 INLINE_READ_RECORDS = 2000
+TAIL_CACHE_RECORDS = 20_000
+"""Batches appended through a log object stay in memory until this many newer records
+were appended: a reader at the tail (the loader, live) gets them as they were appended,
+without reading and decoding its own writes back from the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,11 @@ class FileRecordLog:
         self._appended = Notifier()
         self._closed = False
         self.recovery = RecoveryReport(0, 0, 0)
+        self._tail: list[RecordBatch] = []
+        """Batches appended since open, newest last; ``_tail[_tail_first:]`` are kept."""
+        self._tail_bases: list[int] = []
+        self._tail_first = 0
+        self._tail_records = 0
 
     @property
     def name(self) -> str:
@@ -257,6 +266,7 @@ class FileRecordLog:
             segment.positions.append(segment.size)
             segment.size += len(frame)
             self._next_offset = batch.next_offset
+            self._keep_in_tail(batch)
             if self.fsync == "always":
                 self._dirty.add(segment.fd)
 
@@ -350,6 +360,40 @@ class FileRecordLog:
         """Offset after the last committed record (0 for an empty log)."""
         return self._readable_offset
 
+    def _keep_in_tail(self, batch: RecordBatch) -> None:
+        self._tail.append(batch)
+        self._tail_bases.append(batch.base_offset)
+        self._tail_records += len(batch.records)
+        while self._tail_records - len(self._tail[self._tail_first].records) >= (
+            TAIL_CACHE_RECORDS
+        ):
+            self._tail_records -= len(self._tail[self._tail_first].records)
+            self._tail_first += 1
+        if self._tail_first > len(self._tail) // 2:  # compact now and then (amortised O(1))
+            del self._tail[: self._tail_first], self._tail_bases[: self._tail_first]
+            self._tail_first = 0
+
+    def _read_tail(self, start_offset: int, max_records: int) -> list[RecordBatch] | None:
+        """Readable batches from ``start_offset`` on out of the tail cache, or None when
+        it does not hold that offset (the file is read then)."""
+        with self._lock:
+            if start_offset < self.log_start:
+                return None  # below the log start: the file path raises SnapshotRequired
+            bases = self._tail_bases
+            at = bisect.bisect_left(bases, start_offset, lo=self._tail_first)
+            if at == len(bases) or bases[at] != start_offset:
+                return None
+            out: list[RecordBatch] = []
+            count = 0
+            for batch in self._tail[at:]:
+                if batch.base_offset >= self._readable_offset:
+                    break  # written, not yet durable
+                if out and count + len(batch.records) > max_records:
+                    break
+                out.append(batch)
+                count += len(batch.records)
+            return out
+
     def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         with self._lock:
             if start_offset < self.log_start:
@@ -389,6 +433,10 @@ class FileRecordLog:
         none), up to ``max_records`` records; SnapshotRequiredError below the log start."""
         while start_offset >= self._readable_offset:
             await self._appended.wait()
+        cached = self._read_tail(start_offset, max_records)
+        if cached:
+            await checkpoint()
+            return cached
         if self._readable_offset - start_offset <= INLINE_READ_RECORDS:
             # A reader at the tail reads a few frames from the page cache: inline, since a
             # worker thread would wait for the GIL longer than the read takes.
