@@ -30,9 +30,10 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -85,7 +86,7 @@ def replay_alone(batches: list[RecordBatch], per_image: int) -> float:
     return time.perf_counter() - started
 
 
-Feed = Callable[[], Awaitable[None]]
+Feed = Callable[[], Coroutine[Any, Any, None]]
 
 
 async def through_pipeline(

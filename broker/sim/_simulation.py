@@ -383,7 +383,11 @@ class Simulation:
     # tasks --------------------------------------------------------------------------------
 
     async def _churn(
-        self, log: RecordLog, controller: SyntheticController, pipeline: MetadataPipeline
+        self,
+        log: RecordLog,
+        controller: SyntheticController,
+        pipeline: MetadataPipeline,
+        bootstrapped: anyio.Event,
     ) -> None:
         """Bootstrap when needed, then append churn at ``rate`` events/s until the event
         budget ends (the duration cancels it from outside).
@@ -399,6 +403,7 @@ class Simulation:
                     bootstrap = await anyio.to_thread.run_sync(controller.bootstrap)
                     await log.append_batches(bootstrap)
                     self._batches += len(bootstrap)
+                bootstrapped.set()
                 send, receive = anyio.create_memory_object_stream[RecordBatch](APPEND_QUEUE)
                 async with anyio.create_task_group() as appends:
                     appends.start_soon(self._appender, log, receive)
@@ -408,6 +413,8 @@ class Simulation:
             # Another simulation claimed the shared log: follow it from now on.
             logger.warning("simulation_fenced", log=log.name, error=str(fenced))
             self._fenced = True
+        finally:
+            bootstrapped.set()  # fenced or not, readers serve what the log holds
 
     async def _generate(
         self,
@@ -460,7 +467,26 @@ class Simulation:
                 await log.append_batches(group)
                 self._batches += len(group)
 
-    async def _client(self, cache: MetadataCache, topics: list[str], rng: random.Random) -> None:
+    async def _serve_once_loaded(
+        self, run: _Run, bootstrapped: anyio.Event, serving: anyio.Event
+    ) -> None:
+        """Let the readers in once the image holds what the log held at start (the
+        bootstrap, or the resumed log), as a Kafka broker opens its client listeners
+        only after catching up: readers that poll a loading broker would only take the
+        event loop from the loader (at 100k partitions, for minutes)."""
+        await bootstrapped.wait()
+        end = await run.log.high_water_mark() - 1
+        if end >= 0:
+            with await run.cache.wait_for_offset(end):
+                pass
+        seconds = round(time.monotonic() - self._started, 3)
+        logger.info("simulation_serving", offset=end, seconds=seconds)
+        serving.set()
+
+    async def _client(
+        self, cache: MetadataCache, topics: list[str], rng: random.Random, serving: anyio.Event
+    ) -> None:
+        await serving.wait()
         while True:
             if not topics or rng.random() < 0.05:
                 request = MetadataRequest(version=rng.choice((1, 5, 9, 12, 13)))
@@ -475,8 +501,9 @@ class Simulation:
                 with cache.lease() as image:
                     topics[:] = islice(image.topics.by_name.keys(), 200)
 
-    async def _failover_checker(self, cache: MetadataCache) -> None:
+    async def _failover_checker(self, cache: MetadataCache, serving: anyio.Event) -> None:
         key = failover_state_key(cache.cluster_id)
+        await serving.wait()
         while True:
             with cache.lease() as image:
                 await checkpoint()  # the pipeline moves on while this image is leased
@@ -487,10 +514,15 @@ class Simulation:
             await anyio.sleep(0.01)
 
     async def _fetcher(
-        self, cache: MetadataCache, streams: StreamMetadataManager, rng: random.Random
+        self,
+        cache: MetadataCache,
+        streams: StreamMetadataManager,
+        rng: random.Random,
+        serving: anyio.Event,
     ) -> None:
         candidates: list[tuple[int, int, int]] = []
         seen_offset = -2
+        await serving.wait()
         while True:
             with cache.lease() as image:
                 if image.offset != seen_offset:  # a new image: pick the candidates again
@@ -798,18 +830,23 @@ class Simulation:
         """The controller and the reader tasks, until the event budget is spent or the
         run's scope ends (duration, Ctrl-C)."""
         config = self.config
+        bootstrapped, serving = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._reporter, run.pipeline, run.monitor, 0.5)
+            tg.start_soon(self._serve_once_loaded, run, bootstrapped, serving)
             topics: list[str] = []
             for index in range(config.clients):
-                tg.start_soon(self._client, run.cache, topics, random.Random(config.seed + index))
+                rng = random.Random(config.seed + index)
+                tg.start_soon(self._client, run.cache, topics, rng, serving)
             for _ in range(config.failover_checkers):
-                tg.start_soon(self._failover_checker, run.cache)
+                tg.start_soon(self._failover_checker, run.cache, serving)
             for index in range(config.fetchers):
                 rng = random.Random(config.seed * 7 + index)
-                tg.start_soon(self._fetcher, run.cache, run.streams, rng)
+                tg.start_soon(self._fetcher, run.cache, run.streams, rng, serving)
             if run.controller is not None:
-                await self._churn(run.log, run.controller, run.pipeline)
+                await self._churn(run.log, run.controller, run.pipeline, bootstrapped)
+            else:
+                bootstrapped.set()
             if run.controller is None or config.duration is not None:
                 await anyio.sleep_forever()  # serve until the duration ends
             tg.cancel_scope.cancel()

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Literal
 
 import anyio
@@ -71,8 +72,8 @@ class LoaderStatistics:
     halted: str | None
 
 
-YIELD_EVERY_RECORDS = 256
-"""The loader yields to the event loop at least this often while it replays a batch."""
+SLICE_SECONDS = 0.005
+"""The loader replays for about this long between two yields to the event loop."""
 _MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
 
 
@@ -232,7 +233,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         group = _Group()
         in_transaction = False
         provenance = self._image.provenance
-        unyielded = 0
+        slice_ends = perf_counter() + SLICE_SECONDS
         while True:
             try:
                 batches = await self.source.read(self._next_offset, self.max_records_per_image)
@@ -281,15 +282,16 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                             await self._replay_failed(
                                 error, delta, batch, base_offset + index, group
                             )
-                    unyielded += 1
-                    if unyielded >= YIELD_EVERY_RECORDS:
+                    if perf_counter() >= slice_ends:
                         # A source with data at hand returns at once, and one read (one
                         # batch, even: a bootstrap's) can hold thousands of records: the
-                        # loader never keeps the event loop to itself for long. Counted in
-                        # records, not batches: a yield per small batch costs more than
-                        # replaying it.
-                        unyielded = 0
+                        # loader never keeps the event loop to itself for long. Sliced by
+                        # time, not by records or batches: a yield per small batch costs
+                        # more than replaying it, and a loader that yields after a fixed
+                        # count of records gets a share of the loop that shrinks with
+                        # every busy reader task, falling behind for good under load.
                         await checkpoint()
+                        slice_ends = perf_counter() + SLICE_SECONDS
                 self._next_offset = batch.next_offset
                 self._batches += 1
                 self._records += len(batch.records)
