@@ -306,3 +306,30 @@ async def test_listen_serves_real_clients_the_simulated_cluster() -> None:
     assert {p for _, p in seen["brokers"]} <= ports  # type: ignore[attr-defined]
     assert len(seen["brokers"]) >= 4  # type: ignore[arg-type]
     assert len(seen["topics"]) >= 3  # type: ignore[arg-type]
+
+
+async def test_readers_start_once_the_bootstrap_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a Kafka broker opens its listeners only after catching up: readers that polled
+    a loading broker would take the event loop from the loader."""
+    from broker.cache import MetadataCache
+    from broker.metadata import MetadataImage
+    from broker.sim import Simulation, SimulationConfig, WorkloadConfig
+
+    answered_from: list[int] = []
+    answer = MetadataCache.answer
+
+    def recording(self: MetadataCache, image: MetadataImage, *args: Any, **kw: Any) -> Any:
+        answered_from.append(image.offset)
+        return answer(self, image, *args, **kw)
+
+    monkeypatch.setattr(MetadataCache, "answer", recording)
+    config = SimulationConfig(
+        workload=WorkloadConfig(topics=40, partitions_per_topic=5),
+        duration=1.5,
+        events=0,  # the bootstrapped cluster, unchanged: the log ends with the bootstrap
+        clients=4,
+    )
+    summary = await Simulation(config).run(handle_signals=False)
+    assert summary.healthy
+    assert answered_from, "the clients ran"
+    assert min(answered_from) == summary.final_offset == summary.log_end_offset
