@@ -72,7 +72,7 @@ class LoaderStatistics:
     halted: str | None
 
 
-SLICE_SECONDS = 0.005
+SLICE_SECONDS = 0.002
 """The loader replays for about this long between two yields to the event loop."""
 _MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
 
