@@ -138,6 +138,12 @@ class SyntheticController:
 
     def bootstrap(self) -> list[RecordBatch]:
         """Features, brokers, their dynamic configs and the initial topics."""
+        return [batch for part in self.bootstrap_parts() for batch in part]
+
+    def bootstrap_parts(self, part_records: int = 20_000) -> Iterator[list[RecordBatch]]:
+        """:meth:`bootstrap` in parts of about ``part_records`` records: the same batches,
+        in order, without the whole bootstrap (300k records at 100k partitions) existing
+        at once."""
         if self._bootstrapped:
             raise RuntimeError("bootstrap() runs once")
         self._bootstrapped = True
@@ -147,9 +153,15 @@ class SyntheticController:
         for broker_id in range(1, self.config.brokers + 1):
             records += self._events.register_broker(broker_id)
         records += self._events.broker_configs()
+        step = self.config.max_records_per_batch
         for _ in range(self.config.topics):
             records += self._events.create_topic()
-        return self._batches(records)
+            if len(records) >= part_records:
+                whole = len(records) - len(records) % step  # cut only at batch boundaries
+                yield self._batches(records[:whole])
+                del records[:whole]
+        if records:
+            yield self._batches(records)
 
     def churn(self) -> list[RecordBatch]:
         """One churn event: usually one batch, several for large events, never none.

@@ -398,11 +398,13 @@ class Simulation:
         try:
             with single_cause():
                 if not controller.bootstrapped:
-                    # Pure and long at scale (every topic and partition): generated in a
-                    # worker thread, so the event loop keeps serving meanwhile.
-                    bootstrap = await anyio.to_thread.run_sync(controller.bootstrap)
-                    await log.append_batches(bootstrap)
-                    self._batches += len(bootstrap)
+                    # Pure and long at scale: generated part by part in a worker thread,
+                    # never all at once, and never far ahead of the loader.
+                    parts = controller.bootstrap_parts()
+                    while (part := await anyio.to_thread.run_sync(next, parts, None)) is not None:
+                        await log.append_batches(part)
+                        self._batches += len(part)
+                        await self._keep_lead(pipeline, part[-1].last_offset)
                 bootstrapped.set()
                 send, receive = anyio.create_memory_object_stream[RecordBatch](APPEND_QUEUE)
                 async with anyio.create_task_group() as appends:
@@ -435,9 +437,7 @@ class Simulation:
                     await send.send(batch)  # the appender is behind: wait for room
                 last = batch.base_offset + len(batch.records) - 1
             self._events += 1
-            if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
-                with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
-                    pass
+            await self._keep_lead(pipeline, last)
             now = time.monotonic()
             delay = (next_at := next_at + interval) - now if interval else 0.0
             if delay > 0:
@@ -449,6 +449,13 @@ class Simulation:
                 # of records at scale).
                 await checkpoint()
                 yielded = time.monotonic()
+
+    @staticmethod
+    async def _keep_lead(pipeline: MetadataPipeline, last: int) -> None:
+        """Wait while the log runs more than ``MAX_LEAD_RECORDS`` ahead of the loader."""
+        if last - pipeline.loader.offset > MAX_LEAD_RECORDS:
+            with await pipeline.wait_for_offset(last - MAX_LEAD_RECORDS // 2):
+                pass
 
     async def _appender(
         self, log: RecordLog, batches: MemoryObjectReceiveStream[RecordBatch]

@@ -11,11 +11,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from broker.errors import CorruptRecordError, SnapshotRequiredError
-from broker.metadata import Lease
+from broker.metadata import Lease, MetadataImage
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
 from broker.metadata.records import PartitionChangeRecord, RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource
 from broker.metadata.sources import _file_log as file_log
+from broker.metadata.sources import _memory as memory
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import RecordingConsumer, replay_batches, topic_records
 
@@ -183,6 +184,36 @@ async def test_a_corrupt_newest_snapshot_falls_back_to_the_older_one(tmp_path: P
         assert snapshot is not None
         assert snapshot.provenance.offset == batches[-1].last_offset
         assert any(e["event"] == "snapshot_invalid" for e in logs)
+
+
+async def test_in_memory_source_keeps_what_readers_went_past_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "TAIL_RECORDS", 3)
+    monkeypatch.setattr(memory, "COMPACT_PER_READ", 1)
+    source = InMemoryRecordSource()
+    batches = [source.append_nowait(topic_records(A, "orders", 2))]
+    batches += [source.append_nowait([change(i % 2, 1 + i % 2)]) for i in range(20)]
+    for appended in batches:  # a loader at the tail, batch by batch, gets them as appended
+        assert await source.read(appended.base_offset, 1) == [appended]
+        assert (await source.read(appended.base_offset, 1))[0] is appended
+    # What readers went past is frames now; a reader behind decodes equal batches.
+    kept = [entry for entry in source._batches if isinstance(entry, RecordBatch)]
+    assert len(kept) < len(batches) / 2
+    again = await source.read(0, 1000)
+    assert again == batches
+    assert again[0] is not batches[0]
+    assert again[-1] is batches[-1]  # the tail stays as appended
+    # Truncation drops encoded and object batches alike.
+    with await _loaded(source) as image:
+        await source.save_snapshot(image)
+    assert await source.truncate_before(batches[10].base_offset) == 10
+    assert await source.read(batches[10].base_offset, 1000) == batches[10:]
+
+
+async def _loaded(source: InMemoryRecordSource) -> Lease[MetadataImage]:
+    async with MetadataPipeline(source) as pipeline:
+        return await pipeline.wait_for_offset(source.next_offset - 1)
 
 
 async def test_in_memory_source_falls_back_to_its_snapshot_when_truncated() -> None:

@@ -25,6 +25,15 @@ def test_same_config_same_bytes() -> None:
     assert first == second
 
 
+def test_the_bootstrap_in_parts_is_the_same_batches() -> None:
+    config = WorkloadConfig(seed=4, topics=30, partitions_per_topic=7, max_records_per_batch=16)
+    whole = SyntheticController(config).bootstrap()
+    parts = list(SyntheticController(config).bootstrap_parts(part_records=50))
+    assert len(parts) > 3
+    assert all(len(part) < len(whole) for part in parts)
+    assert [encode_batch(b) for part in parts for b in part] == [encode_batch(b) for b in whole]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_every_event_kind_happens_and_replays_cleanly(seed: int) -> None:
     # Node-level disruptions every simulated second (not ten): all kinds within 3000 events.

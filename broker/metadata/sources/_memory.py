@@ -1,19 +1,48 @@
-"""The in-memory source: the embedded default for tests, examples and the simulation."""
+"""The in-memory source: the embedded default for tests, examples and the simulation.
+
+Record objects are large (a PartitionChangeRecord takes about 760 bytes as a pydantic
+model, 36 as a frame), and a log holds every record since the last snapshot: at 100k
+partitions that is hundreds of thousands. So only the newest batches stay objects;
+the ones a reader has gone past are encoded, a few at a time as reads go on, and a
+reader behind them decodes them again (``decode_batch(trusted=True)``: this source
+encoded them itself).
+"""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
 
 import anyio
 
 from broker._tasks import Notifier
 from broker.errors import BrokerError, SnapshotRequiredError
 from broker.metadata import MetadataImage, Provenance
-from broker.metadata.records import MetadataRecord, RecordBatch
+from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
 from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
 
 __all__ = ["InMemoryRecordSource"]
+
+TAIL_RECORDS = 20_000
+"""Records behind the newest read position that stay objects (readers just behind the
+tail, such as a second consumer, read them without decoding)."""
+COMPACT_PER_READ = 4
+"""A read encodes at most this many records per record it returns (and at least 512):
+encoding keeps pace with reading and never holds the event loop for long."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Compact:
+    """A batch kept as its frame."""
+
+    base_offset: int
+    next_offset: int
+    frame: bytes
+
+    def batch(self) -> RecordBatch:
+        return decode_batch(self.frame, trusted=True)[0]
 
 
 class InMemoryRecordSource:
@@ -25,8 +54,10 @@ class InMemoryRecordSource:
 
     def __init__(self, name: str = "memory") -> None:
         self._name = name
-        self._batches: list[RecordBatch] = []
+        self._batches: list[RecordBatch | _Compact] = []
         self._bases: list[int] = []
+        self._compacted = 0
+        """Entries of ``_batches`` before this index are encoded."""
         self._next_offset = 0
         self._log_start = 0
         self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
@@ -116,16 +147,33 @@ class InMemoryRecordSource:
         if start_offset < self._log_start:
             raise SnapshotRequiredError(start_offset, self._log_start)
         index = bisect.bisect_right(self._bases, start_offset) - 1
-        if index < 0 or self._batches[index].base_offset != start_offset:
+        if index < 0 or self._bases[index] != start_offset:
             raise BrokerError(f"{self._name}: offset {start_offset} is not a batch boundary")
         out: list[RecordBatch] = []
         count = 0
-        for batch in self._batches[index:]:
+        for entry in islice(self._batches, index, None):
+            batch = entry if isinstance(entry, RecordBatch) else entry.batch()
             if out and count + len(batch.records) > max_records:
                 break
             out.append(batch)
             count += len(batch.records)
+        self._compact(start_offset - TAIL_RECORDS, max(512, COMPACT_PER_READ * count))
         return out
+
+    def _compact(self, before_offset: int, budget: int) -> None:
+        """Encode up to ``budget`` records of the object batches ending before
+        ``before_offset`` (what readers have gone past), oldest first."""
+        batches = self._batches
+        at = self._compacted
+        while at < len(batches) and budget > 0:
+            batch = batches[at]
+            assert isinstance(batch, RecordBatch)  # entries from _compacted on are objects
+            if batch.next_offset > before_offset:
+                break
+            batches[at] = _Compact(batch.base_offset, batch.next_offset, encode_batch(batch))
+            budget -= len(batch.records)
+            at += 1
+        self._compacted = at
 
     # snapshots and retention ------------------------------------------------------------
 
@@ -157,5 +205,6 @@ class InMemoryRecordSource:
         if dropped:
             del self._batches[:dropped]
             del self._bases[:dropped]
+            self._compacted = max(0, self._compacted - dropped)
             self._log_start = self._bases[0] if self._bases else self._next_offset
         return dropped
