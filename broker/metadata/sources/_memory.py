@@ -29,8 +29,10 @@ TAIL_RECORDS = 20_000
 """Records behind the newest read position that stay objects (readers just behind the
 tail, such as a second consumer, read them without decoding)."""
 COMPACT_PER_READ = 4
-"""A read encodes at most this many records per record it returns (and at least 512):
-encoding keeps pace with reading and never holds the event loop for long."""
+"""A read encodes up to this many records per record it returns (at least 512, at most
+``COMPACT_MAX``): encoding keeps pace with a reader that keeps up with the appends."""
+COMPACT_MAX = 4096
+"""Records one read encodes at most (a few ms: the event loop is never held for long)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,8 @@ class InMemoryRecordSource:
                 break
             out.append(batch)
             count += len(batch.records)
-        self._compact(start_offset - TAIL_RECORDS, max(512, COMPACT_PER_READ * count))
+        budget = min(max(512, COMPACT_PER_READ * count), COMPACT_MAX)
+        self._compact(start_offset - TAIL_RECORDS, budget)
         return out
 
     def _compact(self, before_offset: int, budget: int) -> None:
