@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Literal
 
 import anyio
@@ -72,8 +71,8 @@ class LoaderStatistics:
     halted: str | None
 
 
-SLICE_SECONDS = 0.002
-"""The loader replays for about this long between two yields to the event loop."""
+YIELD_EVERY_RECORDS = 256
+"""The loader yields to the event loop at least this often while it replays a batch."""
 _MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
 
 
@@ -233,7 +232,6 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         group = _Group()
         in_transaction = False
         provenance = self._image.provenance
-        slice_ends = perf_counter() + SLICE_SECONDS
         while True:
             try:
                 batches = await self.source.read(self._next_offset, self.max_records_per_image)
@@ -282,21 +280,19 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                             await self._replay_failed(
                                 error, delta, batch, base_offset + index, group
                             )
-                    if perf_counter() >= slice_ends:
-                        # A source with data at hand returns at once, and one read (one
-                        # batch, even: a bootstrap's) can hold thousands of records: the
-                        # loader never keeps the event loop to itself for long. Sliced by
-                        # time, not by records or batches: a yield per small batch costs
-                        # more than replaying it, and a loader that yields after a fixed
-                        # count of records gets a share of the loop that shrinks with
-                        # every busy reader task, falling behind for good under load.
-                        await checkpoint()
-                        slice_ends = perf_counter() + SLICE_SECONDS
+                    if index % YIELD_EVERY_RECORDS == YIELD_EVERY_RECORDS - 1:
+                        await checkpoint()  # a large batch (a bootstrap's) takes a while
                 self._next_offset = batch.next_offset
                 self._batches += 1
                 self._records += len(batch.records)
                 self._records_read += len(batch.records)
                 provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
+                # A source with data at hand returns at once, and one read can hold
+                # thousands of records: yield after every batch so the loader never
+                # keeps the event loop to itself for a whole read, let alone a catch-up.
+                # (Yielding by records or by time alone measured worse for the loop's
+                # latency with many busy reader tasks: benchmarks/responsiveness.py.)
+                await checkpoint()
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
