@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
@@ -49,7 +49,13 @@ from broker.errors import (
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
 from broker.metadata.sources._etcd_url import parse_etcd_url
-from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
+from broker.metadata.sources._source import (
+    Snapshot,
+    SnapshotEncoder,
+    SnapshotInfo,
+    next_batch,
+    take_batches,
+)
 
 __all__ = ["EtcdLogStatistics", "EtcdRecordLog"]
 
@@ -338,9 +344,12 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
         # Every batch holds at least one record: max_records offsets hold enough batches.
         end = min(head.next_offset, start_offset + max_records)
         found = await self._client.get_range(self._log_key(start_offset), self._log_key(end))
-        batches: list[RecordBatch] = []
-        count = 0
-        expected = start_offset
+        batches = take_batches(self._decoded(found, start_offset), max_records)
+        return head, batches, found.header.revision
+
+    def _decoded(self, found: Any, expected: int) -> Iterator[RecordBatch]:
+        """The batches of a range read, decoded (validated: another process wrote them)
+        as the caller goes on, each checked to follow the one before."""
         for kv in found:
             batch, _ = decode_batch(kv.value, source=f"{self.name}{kv.key.decode()}")
             if batch.base_offset != expected:
@@ -349,12 +358,8 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
                     offset=expected,
                     source=self.name,
                 )
-            if batches and count + len(batch.records) > max_records:
-                break
-            batches.append(batch)
-            count += len(batch.records)
+            yield batch
             expected = batch.next_offset
-        return head, batches, found.header.revision
 
     async def _wait_for_append(self, revision: int) -> None:
         """Wait for any change under the log prefix after ``revision`` (at most 1 s, then

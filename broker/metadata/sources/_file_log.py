@@ -20,8 +20,9 @@ import bisect
 import os
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,13 @@ from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import MetadataImage
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
-from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
+from broker.metadata.sources._source import (
+    Snapshot,
+    SnapshotEncoder,
+    SnapshotInfo,
+    next_batch,
+    take_batches,
+)
 
 __all__ = ["FileRecordLog", "FsyncPolicy", "RecoveryReport"]
 
@@ -383,50 +390,38 @@ class FileRecordLog:
             at = bisect.bisect_left(bases, start_offset, lo=self._tail_first)
             if at == len(bases) or bases[at] != start_offset:
                 return None
-            out: list[RecordBatch] = []
-            count = 0
-            for batch in self._tail[at:]:
-                if batch.base_offset >= self._readable_offset:
-                    break  # written, not yet durable
-                if out and count + len(batch.records) > max_records:
-                    break
-                out.append(batch)
-                count += len(batch.records)
-            return out
+            # Not past what is readable: written, maybe not yet durable.
+            return take_batches(
+                islice(self._tail, at, None), max_records, end_offset=self._readable_offset
+            )
 
     def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         with self._lock:
             if start_offset < self.log_start:
                 raise SnapshotRequiredError(start_offset, self.log_start)
-            index = bisect.bisect_right(self._segment_bases, start_offset) - 1
-            out: list[RecordBatch] = []
-            count = 0
-            while index < len(self._segments) and (not out or count < max_records):
-                segment = self._segments[index]
-                at = bisect.bisect_left(segment.bases, start_offset)
-                if at < len(segment.bases):
-                    if segment.bases[at] != start_offset:
-                        raise BrokerError(
-                            f"{self.name}: offset {start_offset} is not a batch boundary"
-                        )
-                    data = os.pread(
-                        segment.fd, segment.size - segment.positions[at], segment.positions[at]
-                    )
-                    position = 0
-                    while position < len(data) and (not out or count < max_records):
-                        batch, end = decode_batch(
-                            data, position, source=str(segment.path), trusted=True
-                        )
-                        if batch.base_offset >= self._readable_offset:
-                            return out  # written, not yet durable
-                        if out and count + len(batch.records) > max_records:
-                            return out
-                        out.append(batch)
-                        count += len(batch.records)
-                        start_offset = batch.next_offset
-                        position = end
-                index += 1
-            return out
+            # Not past what is readable: written, maybe not yet durable.
+            return take_batches(
+                self._decoded_from(start_offset), max_records, end_offset=self._readable_offset
+            )
+
+    def _decoded_from(self, start_offset: int) -> Iterator[RecordBatch]:
+        """Every batch from ``start_offset`` on, read and decoded segment by segment as
+        the caller (holding the lock) goes on."""
+        index = bisect.bisect_right(self._segment_bases, start_offset) - 1
+        for segment in self._segments[index:]:
+            at = bisect.bisect_left(segment.bases, start_offset)
+            if at == len(segment.bases):
+                continue
+            if segment.bases[at] != start_offset:
+                raise BrokerError(f"{self.name}: offset {start_offset} is not a batch boundary")
+            data = os.pread(segment.fd, segment.size - segment.positions[at], segment.positions[at])
+            position = 0
+            while position < len(data):
+                batch, position = decode_batch(
+                    data, position, source=str(segment.path), trusted=True
+                )
+                yield batch
+                start_offset = batch.next_offset
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         """Batches from ``start_offset`` on that are available now (waits while there are

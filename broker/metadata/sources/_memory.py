@@ -11,7 +11,7 @@ encoded them itself).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -21,7 +21,13 @@ from broker._tasks import Notifier
 from broker.errors import BrokerError, SnapshotRequiredError
 from broker.metadata import MetadataImage, Provenance
 from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
-from broker.metadata.sources._source import Snapshot, SnapshotEncoder, SnapshotInfo, next_batch
+from broker.metadata.sources._source import (
+    Snapshot,
+    SnapshotEncoder,
+    SnapshotInfo,
+    next_batch,
+    take_batches,
+)
 
 __all__ = ["InMemoryRecordSource"]
 
@@ -152,17 +158,16 @@ class InMemoryRecordSource:
         index = bisect.bisect_right(self._bases, start_offset) - 1
         if index < 0 or self._bases[index] != start_offset:
             raise BrokerError(f"{self._name}: offset {start_offset} is not a batch boundary")
-        out: list[RecordBatch] = []
-        count = 0
-        for entry in islice(self._batches, index, None):
-            batch = entry if isinstance(entry, RecordBatch) else entry.batch()
-            if out and count + len(batch.records) > max_records:
-                break
-            out.append(batch)
-            count += len(batch.records)
+        out = take_batches(self._batches_from(index), max_records)
+        count = sum(len(batch.records) for batch in out)
         budget = min(max(512, COMPACT_PER_READ * count), COMPACT_MAX)
         self._compact(start_offset - TAIL_RECORDS, budget)
         return out
+
+    def _batches_from(self, index: int) -> Iterator[RecordBatch]:
+        """The batches from entry ``index`` on; encoded ones decoded as the caller goes."""
+        for entry in islice(self._batches, index, None):
+            yield entry if isinstance(entry, RecordBatch) else entry.batch()
 
     def _compact(self, before_offset: int, budget: int) -> None:
         """Encode up to ``budget`` records of the object batches ending before

@@ -32,6 +32,7 @@ __all__ = [
     "SnapshotInfo",
     "encode_snapshot",
     "next_batch",
+    "take_batches",
 ]
 
 SNAPSHOT_CHUNK = 1000
@@ -247,3 +248,24 @@ def next_batch(
     """The batch a log appends at ``offset``; append time defaults to now."""
     now = time.time_ns() // 1_000_000 if append_time_ms is None else append_time_ms
     return RecordBatch(offset, epoch, now, tuple(records))
+
+
+def take_batches(
+    batches: Iterable[RecordBatch], max_records: int, *, end_offset: int | None = None
+) -> list[RecordBatch]:
+    """What a read returns from ``batches`` (consecutive, in order): at least one batch,
+    however large, then more while they fit in ``max_records`` records, stopping before
+    any batch that starts at ``end_offset`` or later (not readable yet). ``batches`` is
+    consumed lazily: nothing after the last batch taken is decoded or read."""
+    out: list[RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if end_offset is not None and batch.base_offset >= end_offset:
+            break
+        if out and count + len(batch.records) > max_records:
+            break
+        out.append(batch)
+        count += len(batch.records)
+        if count >= max_records:
+            break  # every batch holds a record: the next would not fit
+    return out
