@@ -139,21 +139,18 @@ class MetadataDelta:
         """Replay one record; ``offset`` only serves error messages."""
         if self._frozen:
             raise BrokerError("this delta was published and is read-only")
-        kind = type(record)
+        rule = _HANDLERS.get(type(record))
+        if rule is None:
+            raise ReplayError(
+                type(record).__name__, "no replay rule for this record type", offset=offset
+            )
+        area, method = rule
         try:
-            if kind is r.PartitionChangeRecord:
-                # Most of a live log: skip the generic dispatch (one call less per record).
-                topics = self._parts.get("topics")
-                if topics is None:
-                    topics = self._part("topics")
-                topics.replay_partition_change(record)
-            else:
-                handler = _HANDLERS.get(kind)
-                if handler is None:
-                    raise ReplayError(
-                        kind.__name__, "no replay rule for this record type", offset=offset
-                    )
-                handler(self, record)
+            if area is None:
+                method(self, record)
+            else:  # the sub-delta's method itself: no wrapper call per record
+                part = self._parts.get(area)
+                method(part if part is not None else self._part(area), record)
         except Reject as reject:
             raise ReplayError(record.type_name(), str(reject), offset=offset) from None
         self.records += 1
@@ -257,20 +254,24 @@ class MetadataDelta:
         return f"<MetadataDelta {kind}on {base} records={self.records} areas={areas}>"
 
 
-def _on(name: str, method: Callable[[Any, Any], None]) -> Callable[[MetadataDelta, Any], None]:
-    def handle(delta: MetadataDelta, record: Any) -> None:
-        part = delta._parts.get(name)
-        method(part if part is not None else delta._part(name), record)
+_Rule = tuple[str | None, Callable[[Any, Any], None]]
+"""A record type's replay rule: the sub-delta area and its method, or None and a
+function of the whole delta."""
 
-    handle.__name__ = method.__name__
-    return handle
+
+def _on(name: str, method: Callable[[Any, Any], None]) -> _Rule:
+    return name, method
+
+
+def _whole(function: Callable[[MetadataDelta, Any], None]) -> _Rule:
+    return None, function
 
 
 def _ignore(delta: MetadataDelta, record: Any) -> None:
     """Records with no image state: transaction markers are handled by the loader."""
 
 
-_HANDLERS: dict[type[r.MetadataRecord], Callable[[MetadataDelta, Any], None]] = {
+_HANDLERS: dict[type[r.MetadataRecord], _Rule] = {
     r.RegisterBrokerRecord: _on("cluster", ClusterDelta.replay_register_broker),
     r.UnregisterBrokerRecord: _on("cluster", ClusterDelta.replay_unregister_broker),
     r.FenceBrokerRecord: _on("cluster", ClusterDelta.replay_fence_broker),
@@ -280,7 +281,7 @@ _HANDLERS: dict[type[r.MetadataRecord], Callable[[MetadataDelta, Any], None]] = 
     r.TopicRecord: _on("topics", TopicsDelta.replay_topic),
     r.PartitionRecord: _on("topics", TopicsDelta.replay_partition),
     r.PartitionChangeRecord: _on("topics", TopicsDelta.replay_partition_change),
-    r.RemoveTopicRecord: MetadataDelta._remove_topic,
+    r.RemoveTopicRecord: _whole(MetadataDelta._remove_topic),
     r.ConfigRecord: _on("configs", ConfigurationsDelta.replay_config),
     r.FeatureLevelRecord: _on("features", FeaturesDelta.replay_feature_level),
     r.ClientQuotaRecord: _on("client_quotas", ClientQuotasDelta.replay_client_quota),
@@ -306,10 +307,10 @@ _HANDLERS: dict[type[r.MetadataRecord], Callable[[MetadataDelta, Any], None]] = 
     r.NodeWALMetadataRecord: _on("node_wal", NodeWALDelta.replay_node),
     r.KVRecord: _on("kv", KVDelta.replay_kv),
     r.RemoveKVRecord: _on("kv", KVDelta.replay_remove_kv),
-    r.NoOpRecord: _ignore,
-    r.BeginTransactionRecord: _ignore,
-    r.EndTransactionRecord: _ignore,
-    r.AbortTransactionRecord: _ignore,
+    r.NoOpRecord: _whole(_ignore),
+    r.BeginTransactionRecord: _whole(_ignore),
+    r.EndTransactionRecord: _whole(_ignore),
+    r.AbortTransactionRecord: _whole(_ignore),
 }
 assert set(_HANDLERS) == set(r.RECORD_TYPES.values()), "every record type needs a replay rule"
 
