@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline
 from broker.metadata.pipeline._collection import records_applied
 from broker.metadata.records import RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
+from broker.metadata.sources._source import take_batches
 from broker.sim import SyntheticController, WorkloadConfig
 
 PER_IMAGE = 10_000
@@ -58,32 +60,26 @@ class HoldingConsumer:
         self.holder.set(update.image)
 
 
-def replay_alone(batches: list[RecordBatch], per_image: int) -> float:
+def replay_alone(batches: list[RecordBatch], per_image: int) -> tuple[float, int]:
+    """Seconds to replay ``batches`` grouped as a source's read groups them (up to
+    ``per_image`` records, at least a batch), and how many images that made."""
     started = time.perf_counter()
     image = MetadataImage.EMPTY
-    group: list[RecordBatch] = []
-    count = 0
-
-    def flush() -> None:
-        nonlocal image, group, count
+    images = taken = 0
+    while taken < len(batches):
+        group = take_batches(islice(batches, taken, None), per_image)
+        taken += len(group)
         delta = MetadataDelta(image)
         for batch in group:
             delta.replay_all(batch.records, batch.base_offset)
         last = group[-1]
         new = delta.apply(Provenance(last.last_offset, last.epoch, last.append_time_ms))
         image.release()
-        records_applied(count)  # what the loader does after each image
-        image, group, count = new, [], 0
-
-    for batch in batches:
-        if group and count + len(batch.records) > per_image:
-            flush()
-        group.append(batch)
-        count += len(batch.records)
-    if group:
-        flush()
+        records_applied(delta.records)  # what the loader does after each image
+        image = new
+        images += 1
     image.release()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, images
 
 
 Feed = Callable[[], Coroutine[Any, Any, None]]
@@ -138,8 +134,7 @@ async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
     for shape in ("catch-up", "live"):
         live = shape == "live"
         per_batch = 1 if live else PER_IMAGE
-        alone = replay_alone(batches, per_batch)
-        alone_images = len(batches) if live else -(-records // PER_IMAGE)
+        alone, alone_images = replay_alone(batches, per_batch)
 
         memory = InMemoryRecordSource()
         if live:
