@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +66,8 @@ def replay_alone(batches: list[RecordBatch], per_image: int) -> tuple[float, int
     image = MetadataImage.EMPTY
     images = taken = 0
     while taken < len(batches):
-        group = take_batches(islice(batches, taken, None), per_image)
+        # A group holds at most per_image batches (each holds a record).
+        group = take_batches(batches[taken : taken + per_image], per_image)
         taken += len(group)
         delta = MetadataDelta(image)
         for batch in group:

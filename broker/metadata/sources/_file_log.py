@@ -22,7 +22,6 @@ import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -391,8 +390,11 @@ class FileRecordLog:
             if at == len(bases) or bases[at] != start_offset:
                 return None
             # Not past what is readable: written, maybe not yet durable.
+            tail = self._tail  # indexed, not islice: that would step over the head
             return take_batches(
-                islice(self._tail, at, None), max_records, end_offset=self._readable_offset
+                (tail[i] for i in range(at, len(tail))),
+                max_records,
+                end_offset=self._readable_offset,
             )
 
     def _read_sync(self, start_offset: int, max_records: int) -> list[RecordBatch]:

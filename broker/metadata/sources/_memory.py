@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 
 import anyio
 
@@ -166,7 +165,9 @@ class InMemoryRecordSource:
 
     def _batches_from(self, index: int) -> Iterator[RecordBatch]:
         """The batches from entry ``index`` on; encoded ones decoded as the caller goes."""
-        for entry in islice(self._batches, index, None):
+        batches = self._batches
+        for at in range(index, len(batches)):  # not islice: it would step over the head
+            entry = batches[at]
             yield entry if isinstance(entry, RecordBatch) else entry.batch()
 
     def _compact(self, before_offset: int, budget: int) -> None:
