@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
-from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.lowlevel import checkpoint
 
 from broker._histogram import HistogramSnapshot, LatencyHistogram
 from broker._logging import get_logger
@@ -85,14 +85,18 @@ class ListenerStatistics:
 
 
 class _Connection:
-    __slots__ = ("busy", "evicted", "idle_since", "peer", "scope")
+    __slots__ = ("busy", "evicted", "expired", "idle_since", "peer", "request_since", "scope")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.busy = False
         self.evicted = False
+        self.expired: str | None = None
+        """Why the reaper cut the connection off (a timeout), if it did."""
         self.idle_since: float | None = None
         """When it began waiting for a request (None: a request is under way)."""
+        self.request_since: float | None = None
+        """When the first byte of the request being received arrived (None: none is)."""
         self.scope = anyio.CancelScope()
 
 
@@ -177,6 +181,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                 self._sockets = sockets
                 for raw in sockets:
                     task_group.start_soon(self._accept, raw, task_group)
+                task_group.start_soon(self._reap)
                 try:
                     yield self
                 finally:
@@ -210,13 +215,32 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
     async def _serve_socket(self, client: socket.socket) -> None:
         self._accepted.discard(client)  # this task owns it now
         try:
+            client.setblocking(False)
             if client.family in (socket.AF_INET, socket.AF_INET6):
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream = await SocketStream.from_socket(client)
-        except BaseException:
+            await self._serve(client, _peer(client))
+        finally:
             client.close()
-            raise
-        await self._serve(stream)
+
+    async def _reap(self) -> None:
+        """Cut off connections idle longer than ``idle_timeout`` and requests arriving
+        for longer than ``request_timeout``: one task looks at every connection a few
+        times per timeout, so a request costs no timer of its own."""
+        period = min(1.0, max(0.01, min(self.idle_timeout, self.request_timeout) / 4))
+        while True:
+            await anyio.sleep(period)
+            now = time.monotonic()
+            for connection in list(self._connections):
+                idle_since, request_since = connection.idle_since, connection.request_since
+                if idle_since is not None and now - idle_since >= self.idle_timeout:
+                    connection.expired = f"idle: no request for {self.idle_timeout:g}s"
+                elif request_since is not None and now - request_since >= self.request_timeout:
+                    connection.expired = (
+                        f"timeout: request not received within {self.request_timeout:g}s"
+                    )
+                else:
+                    continue
+                connection.scope.cancel()
 
     async def stop(self) -> None:
         """Stop accepting, close idle connections, let in-flight requests finish (up to
@@ -240,8 +264,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     # one connection ---------------------------------------------------------------------
 
-    async def _serve(self, stream: SocketStream) -> None:
-        peer = _peer(stream)
+    async def _serve(self, client: socket.socket, peer: str) -> None:
         if not self._closing and len(self._connections) >= self.max_connections:
             self._evict_oldest_idle()
         if self._closing or len(self._connections) >= self.max_connections:
@@ -255,7 +278,6 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     reason="max_connections, none idle",
                     limit=self.max_connections,
                 )
-            await stream.aclose()
             return
         connection = _Connection(peer)
         self._connections.add(connection)
@@ -263,15 +285,18 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         reason = "client closed"
         try:
             with connection.scope:
-                reason = await self._requests_of(stream, connection)
+                reason = await self._requests_of(client, connection)
             if connection.scope.cancelled_caught:
-                reason = "idle: evicted for a new connection" if connection.evicted else "shutdown"
+                if connection.expired is not None:
+                    reason = connection.expired
+                elif connection.evicted:
+                    reason = "idle: evicted for a new connection"
+                else:
+                    reason = "shutdown"
         finally:
             self._connections.discard(connection)
             connection.busy = False
             self._idle.notify()
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
         kind = reason.split(":", 1)[0]
         self._closed[kind] += 1
         log = logger.info if kind in ("client closed", "shutdown", "idle") else logger.warning
@@ -287,36 +312,41 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             self._connections.discard(oldest)  # its slot is the new connection's now
             oldest.scope.cancel()
 
-    async def _requests_of(self, stream: SocketStream, connection: _Connection) -> str:
-        """Serve requests until the connection ends; returns why it ended."""
-        receive = BufferedByteReceiveStream(stream)
+    async def _requests_of(self, client: socket.socket, connection: _Connection) -> str:
+        """Serve requests until the connection ends; returns why it ended.
+
+        On the raw non-blocking socket: a request costs one wait for it to arrive and
+        one send, without stream layers, pausing and resuming the reader, or a timer of
+        its own (the reaper enforces the timeouts).
+        """
+        buffer = bytearray()
         while not self._closing:
             connection.idle_since = time.monotonic()
-            try:
-                with anyio.fail_after(self.idle_timeout):
-                    first = await receive.receive_exactly(1)
-            except TimeoutError:
-                return f"idle: no request for {self.idle_timeout:g}s"
-            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
-                return "client closed"
+            # Every request starts with one turn for the other tasks, even when it is
+            # already there: a client that sends as fast as it is answered must not keep
+            # the event loop to itself.
+            if buffer:  # the client sent ahead
+                await checkpoint()
+            else:
+                await anyio.wait_readable(client)
+                if not await _receive_into(client, buffer):
+                    return "client closed"
             connection.idle_since = None
+            connection.request_since = time.monotonic()
             size = -1
-            try:
-                # From its first byte on, a request must arrive within request_timeout.
-                with anyio.fail_after(self.request_timeout):
-                    size = _INT32.unpack(first + await receive.receive_exactly(3))[0]
-                    if size < 0 or size > self.max_frame_bytes:
-                        return (
-                            f"protocol: frame length {size} out of range "
-                            f"(max {self.max_frame_bytes})"
-                        )
-                    connection.busy = True
-                    frame = await receive.receive_exactly(size)
-            except TimeoutError:
-                return f"timeout: request not received within {self.request_timeout:g}s"
-            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError):
-                announced = f" ({size} bytes announced)" if size >= 0 else ""
-                return f"protocol: truncated frame{announced}"
+            while len(buffer) < 4:
+                if not await _receive_into(client, buffer):
+                    return "protocol: truncated frame"
+            size = _INT32.unpack_from(buffer)[0]
+            if size < 0 or size > self.max_frame_bytes:
+                return f"protocol: frame length {size} out of range (max {self.max_frame_bytes})"
+            connection.busy = True
+            while len(buffer) < 4 + size:
+                if not await _receive_into(client, buffer):
+                    return f"protocol: truncated frame ({size} bytes announced)"
+            connection.request_since = None
+            frame = bytes(buffer[4 : 4 + size])
+            del buffer[: 4 + size]
             self._bytes_in += 4 + size
             try:
                 response = self.respond(frame)
@@ -327,9 +357,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     "request_failed", peer=connection.peer, error=repr(error), exc_info=error
                 )
                 return f"internal error: {type(error).__name__}"
-            try:
-                await stream.send(response)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if not await _send_all(client, response):
                 return "client closed"
             self._bytes_out += len(response)
             connection.busy = False
@@ -443,9 +471,45 @@ _PORT_SEARCH = 100
 """How many ports after a busy one a broker's listener tries."""
 
 
-def _peer(stream: SocketStream) -> str:
+def _peer(client: socket.socket) -> str:
     try:
-        address = stream.extra(SocketAttribute.remote_address)
-    except anyio.TypedAttributeLookupError:
+        address = client.getpeername()
+    except OSError:
         return "unknown"
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
+_RECEIVE_BYTES = 65536
+
+
+async def _receive_into(client: socket.socket, buffer: bytearray) -> bool:
+    """Append what the client sent next to ``buffer`` (waiting while nothing has
+    arrived); False when the client closed or reset the connection."""
+    while True:
+        try:
+            data = client.recv(_RECEIVE_BYTES)
+        except (BlockingIOError, InterruptedError):
+            await anyio.wait_readable(client)
+            continue
+        except OSError:  # reset by the peer
+            return False
+        if not data:
+            return False
+        buffer += data
+        return True
+
+
+async def _send_all(client: socket.socket, data: bytes) -> bool:
+    """Send all of ``data`` (waiting while the socket's buffer is full); False when the
+    client is gone."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = client.send(view)
+        except (BlockingIOError, InterruptedError):
+            await anyio.wait_writable(client)
+            continue
+        except OSError:  # broken pipe, reset by the peer
+            return False
+        view = view[sent:]
+    return True
