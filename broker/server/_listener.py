@@ -31,8 +31,9 @@ from anyio.lowlevel import checkpoint
 from broker._histogram import HistogramSnapshot, LatencyHistogram
 from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
-from broker.cache import DEFAULT_LISTENER, MetadataCache
+from broker.cache import DEFAULT_LISTENER, MetadataCache, MetadataRequest
 from broker.errors import ConfigurationError, ListenError, ProtocolError
+from broker.metadata import MetadataImage
 from broker.server._metadata_wire import wire_metadata_key
 from broker.server._protocol import (
     API_VERSIONS,
@@ -64,6 +65,10 @@ _API_NAMES = {
     DESCRIBE_TOPIC_PARTITIONS: "DescribeTopicPartitions",
 }
 _INT32 = struct.Struct(">i")
+
+ANSWER_SLICE_SECONDS = 0.002
+"""Work an all-topics answer does per turn of the event loop when its fragments must be
+built (after a delta that touched many topics): other connections are served between."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +354,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             del buffer[: 4 + size]
             self._bytes_in += 4 + size
             try:
-                response = self.respond(frame)
+                response = await self._respond(frame)
             except ProtocolError as error:
                 return f"protocol: {error}"
             except Exception as error:  # a bug here must not take the listener down
@@ -370,28 +375,42 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         """The response frame for one request frame (sync: one lease per answer)."""
         started = time.perf_counter()
         api_key, version, correlation_id, body = decode_request(frame)
-        name = _API_NAMES[api_key]
-        cache = self.cache
-        if api_key == API_VERSIONS:
-            response = api_versions_response(version, correlation_id)
+        answer: bytes | None
+        if api_key == METADATA:
+            request = self._metadata_request(body, version)
+            with self.cache.lease() as image:
+                answer = self._metadata(image, request)
         else:
-            if api_key == METADATA:
-                answer = self._metadata(body, version)
-            elif api_key == DESCRIBE_CLUSTER:
-                answer = describe_cluster_body(cache.describe_cluster(self.listener_name), version)
-            elif api_key == DESCRIBE_CONFIGS:
-                resources, synonyms = configs_requests(body)
-                results = cache.describe_configs(
-                    resources, broker_id=self.broker_id, include_synonyms=synonyms
-                )
-                answer = describe_configs_body(results, version)
-            else:
-                assert api_key == DESCRIBE_TOPIC_PARTITIONS  # decode_request refuses the rest
-                topics = cache.describe_topic_partitions(
-                    topic_partitions_request(body), listener=self.listener_name
-                )
-                answer = describe_topic_partitions_body(topics)
-            response = encode_response(api_key, version, correlation_id, answer)
+            answer = self._other(api_key, version, body)
+        return self._finish(api_key, version, correlation_id, answer, started)
+
+    async def _respond(self, frame: bytes) -> bytes:
+        """:meth:`respond`, with an all-topics Metadata answer built between turns of
+        the event loop when the image's fragments for it are not at hand yet."""
+        started = time.perf_counter()
+        api_key, version, correlation_id, body = decode_request(frame)
+        if api_key != METADATA:
+            answer = self._other(api_key, version, body)
+            return self._finish(api_key, version, correlation_id, answer, started)
+        request = self._metadata_request(body, version)
+        with self.cache.lease() as image:
+            if request.wants_all_topics:
+                answers = self.cache.answers(image, self.listener_name)
+                wire = image.derived(self._wire_key)
+                for _ in wire.prepare_all_topics(image, answers, version, ANSWER_SLICE_SECONDS):
+                    await checkpoint()
+            answer = self._metadata(image, request)
+        return self._finish(api_key, version, correlation_id, answer, started)
+
+    def _finish(
+        self, api_key: int, version: int, correlation_id: int, answer: bytes | None, started: float
+    ) -> bytes:
+        name = _API_NAMES[api_key]
+        response = (
+            encode_response(api_key, version, correlation_id, answer)
+            if answer is not None
+            else api_versions_response(version, correlation_id)
+        )
         self._requests[name] += 1
         histogram = self._latency.get((name, version))
         if histogram is None:
@@ -399,16 +418,37 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
         histogram.observe(time.perf_counter() - started)
         return response
 
-    def _metadata(self, body: object, version: int) -> bytes:
+    def _other(self, api_key: int, version: int, body: object) -> bytes | None:
+        """The answer body of a request other than Metadata (None for ApiVersions, whose
+        response is encoded whole)."""
+        cache = self.cache
+        if api_key == API_VERSIONS:
+            return None
+        if api_key == DESCRIBE_CLUSTER:
+            return describe_cluster_body(cache.describe_cluster(self.listener_name), version)
+        if api_key == DESCRIBE_CONFIGS:
+            resources, synonyms = configs_requests(body)
+            results = cache.describe_configs(
+                resources, broker_id=self.broker_id, include_synonyms=synonyms
+            )
+            return describe_configs_body(results, version)
+        assert api_key == DESCRIBE_TOPIC_PARTITIONS  # decode_request refuses the rest
+        topics = cache.describe_topic_partitions(
+            topic_partitions_request(body), listener=self.listener_name
+        )
+        return describe_topic_partitions_body(topics)
+
+    @staticmethod
+    def _metadata_request(body: object, version: int) -> MetadataRequest:
         try:
-            request = metadata_request(body, version)
+            return metadata_request(body, version)
         except ValueError as error:
             raise ProtocolError(f"invalid Metadata request: {error}") from None
-        cache = self.cache
-        with cache.lease() as image:
-            answers = cache.answers(image, self.listener_name)
-            wire = image.derived(self._wire_key)
-            return wire.body(image, answers, request, cache.rng)
+
+    def _metadata(self, image: MetadataImage, request: MetadataRequest) -> bytes:
+        answers = self.cache.answers(image, self.listener_name)
+        wire = image.derived(self._wire_key)
+        return wire.body(image, answers, request, self.cache.rng)
 
     def statistics(self) -> ListenerStatistics:
         """The listener's connections, requests, latencies and bytes now."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 import struct
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 from uuid import UUID
 
@@ -243,6 +244,25 @@ class WireMetadata:
         encoded = fmt.brokers(listed)
         self._brokers[fmt.version] = (listed, encoded)
         return encoded
+
+    def prepare_all_topics(
+        self, image: MetadataImage, answers: ImageAnswers, version: int, slice_seconds: float
+    ) -> Iterator[None]:
+        """Build the all-topics answer's topic entries for ``version``, pausing (one
+        ``yield``) whenever ``slice_seconds`` of work went by: after a delta that touched
+        many topics, or a broker every answer names, a server answers the next all-topics
+        request between turns of its event loop instead of in one long one. :meth:`body`
+        then only joins them."""
+        if version in self._all_topics:
+            return
+        fmt = _FORMATS[version]
+        by_id = image.topics.by_id
+        slice_started = time.perf_counter()
+        for topic_id in answers.order(image):
+            self.topic_entry(fmt, answers.topic(version, by_id[topic_id]))
+            if time.perf_counter() - slice_started >= slice_seconds:
+                yield
+                slice_started = time.perf_counter()
 
     def body(
         self,

@@ -83,6 +83,35 @@ def test_fragments_followed_to_the_next_image_stay_identical_to_kio(
         assert_identical_to_kio(followed, data)  # ...and reuse what still holds on the next
 
 
+@settings(max_examples=30)
+@given(record_sequences(max_steps=50, kinds=ANSWERED_KINDS), st.data())
+def test_an_all_topics_answer_prepared_in_steps_is_the_one_kio_encodes(
+    records: list[MetadataRecord], data: st.DataObject
+) -> None:
+    cut = data.draw(st.integers(0, len(records)))
+    image = replay_records(records[:cut], P)
+    try:
+        assert_identical_to_kio(image, data)
+        delta = MetadataDelta(image)
+        delta.replay_all(records[cut:])
+        followed = delta.apply(Provenance(8, 1, 0))
+    finally:
+        image.release()
+    with Lease(followed):
+        for answer_settings in WIRE_SETTINGS:
+            answers = followed.derived(answers_key(answer_settings))
+            wire = followed.derived(wire_metadata_key(answer_settings))
+            for version in range(14):
+                request = requests(version, data)[0]  # all topics
+                # No time per slice: a pause after every topic.
+                steps = list(wire.prepare_all_topics(followed, answers, version, 0.0))
+                assert len(steps) == len(followed.topics.by_id)
+                ours = wire.body(followed, answers, request, random.Random(3))
+                response = answers.response(followed, request, random.Random(3))
+                assert ours == metadata_body(response, version), version
+                assert list(wire.prepare_all_topics(followed, answers, version, 0.0)) == []
+
+
 def test_response_headers_are_those_kio_encodes() -> None:
     for api_key, (low, high) in SUPPORTED_VERSIONS.items():
         for version, correlation_id in itertools.product(range(low, high + 1), (0, 7, -3)):
