@@ -207,11 +207,19 @@ _PRECISE = 64
 class _ClassAnswers:
     """The answers of one version class: valid ones, and stale ones kept for reuse."""
 
-    __slots__ = ("memo", "stale")
+    __slots__ = ("changed", "memo", "stale")
 
-    def __init__(self, memo: Map[UUID, _TopicAnswer], stale: Map[UUID, _Stale]) -> None:
+    def __init__(
+        self,
+        memo: Map[UUID, _TopicAnswer],
+        stale: Map[UUID, _Stale],
+        changed: frozenset[UUID] | None,
+    ) -> None:
         self.memo = memo
         self.stale = stale
+        self.changed = changed
+        """Topics whose answer may differ from the one the previous image gave (every
+        other topic's answer is the same object); None: built cold, no previous."""
 
 
 _NO_ANSWERS: Map[UUID, _TopicAnswer] = Map()
@@ -252,7 +260,7 @@ class ImageAnswers:
             if settings.failover_check
             else None
         )
-        classes = [_ClassAnswers(_NO_ANSWERS, _NO_STALE) for _ in range(_VERSION_CLASSES)]
+        classes = [_ClassAnswers(_NO_ANSWERS, _NO_STALE, None) for _ in range(_VERSION_CLASSES)]
         return cls(settings, BrokerViews(image.cluster, settings.listener), failover, classes)
 
     # following the delta ---------------------------------------------------------------
@@ -307,10 +315,16 @@ class ImageAnswers:
                     elif (old := stale_changes.get(topic_id)) is not None:
                         stale_changes[topic_id] = old.merged(partitions, changed_brokers)
                 memo, stale = memo_changes.finish(), stale_changes.finish()
-            classes.append(_ClassAnswers(memo, stale))
+            classes.append(_ClassAnswers(memo, stale, frozenset(topics)))
         topics_delta = delta.topics
         order = self._order if topics_delta is None or not topics_delta.renamed() else None
         return ImageAnswers(settings, views, failover, classes, order)
+
+    def changed_topics(self, version: int) -> frozenset[UUID] | None:
+        """Topics whose answer at ``version`` may differ from the one the image these
+        answers followed gave; every other topic's answer is that same object. None when
+        these answers were built cold."""
+        return self._classes[version_class(version)].changed
 
     # answering -------------------------------------------------------------------------
 

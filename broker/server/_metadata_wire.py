@@ -33,6 +33,7 @@ from broker.cache import (
     MetadataResponse,
     PartitionMetadata,
     TopicMetadata,
+    answers_key,
 )
 from broker.metadata import DerivedKey, MetadataDelta, MetadataImage
 
@@ -193,29 +194,63 @@ class _EncodedTopic(NamedTuple):
 _NO_TOPICS: Map[UUID, _EncodedTopic] = Map()
 
 
+class _AllTopics(NamedTuple):
+    """The topic entries of an all-topics answer, in its order, and which of them later
+    images' answers may have changed (the rest are valid as they are)."""
+
+    order: tuple[UUID, ...]
+    entries: tuple[bytes, ...]
+    positions: dict[UUID, int]
+    """Index of each topic id in ``order`` (shared by every image with this order)."""
+    dirty: frozenset[UUID]
+
+
+_NO_PAUSES = float("inf")
+
+_DIRTY_FRACTION = 0.5
+"""Carried entries are dropped once more than this fraction of the topics is dirty."""
+
+
 class WireMetadata:
     """One image's encoded Metadata fragments, per version, for one set of settings.
 
     :meth:`following` hands the next image every fragment (validated on use by the
-    identity of the answer it encodes); the all-topics topics array is joined once per
-    image and version.
+    identity of the answer it encodes), and the all-topics entries with the topics whose
+    answers changed since: the next all-topics answer re-encodes those and joins.
     """
 
-    __slots__ = ("_all_topics", "_brokers", "_lock", "_topics")
+    __slots__ = ("_all_topics", "_brokers", "_lists", "_lock", "_topics")
 
     def __init__(
         self,
         topics: dict[int, Map[UUID, _EncodedTopic]] | None = None,
         brokers: dict[int, tuple[tuple[BrokerMetadata, ...], bytes]] | None = None,
+        lists: dict[int, _AllTopics] | None = None,
     ) -> None:
         self._topics = topics if topics is not None else {}
         self._brokers = brokers if brokers is not None else {}
+        self._lists = lists if lists is not None else {}
+        """All-topics entries by version: this image's, or carried from a previous one."""
         self._all_topics: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
-    def following(self, delta: MetadataDelta, image: MetadataImage) -> WireMetadata:
-        """The next image's fragments: all of these, checked on use."""
-        return WireMetadata(dict(self._topics), dict(self._brokers))
+    def following(
+        self, delta: MetadataDelta, image: MetadataImage, answers: ImageAnswers
+    ) -> WireMetadata:
+        """The next image's fragments (``answers`` are its answers): all of these,
+        checked on use, and the all-topics entries marked with what changed."""
+        lists = {}
+        for version, listed in self._lists.items():
+            changed = answers.changed_topics(version)
+            if changed is None:
+                continue
+            if changed:
+                dirty = listed.dirty | changed
+                if len(dirty) > len(listed.order) * _DIRTY_FRACTION:
+                    continue
+                listed = listed._replace(dirty=dirty)
+            lists[version] = listed
+        return WireMetadata(dict(self._topics), dict(self._brokers), lists)
 
     def topic_entry(self, fmt: MetadataFormat, topic: TopicMetadata) -> bytes:
         """The encoded entry of ``topic`` (an answer of this image) for ``fmt``."""
@@ -248,21 +283,45 @@ class WireMetadata:
     def prepare_all_topics(
         self, image: MetadataImage, answers: ImageAnswers, version: int, slice_seconds: float
     ) -> Iterator[None]:
-        """Build the all-topics answer's topic entries for ``version``, pausing (one
+        """Build the all-topics answer's topics array for ``version``, pausing (one
         ``yield``) whenever ``slice_seconds`` of work went by: after a delta that touched
         many topics, or a broker every answer names, a server answers the next all-topics
-        request between turns of its event loop instead of in one long one. :meth:`body`
-        then only joins them."""
+        request between turns of its event loop instead of in one long one.
+
+        Entries carried from a previous image are reused unless their topic's answer
+        changed since: after a small delta this re-encodes a few topics and joins.
+        """
         if version in self._all_topics:
             return
         fmt = _FORMATS[version]
+        order = answers.order(image)
+        listed = self._lists.get(version)
+        entries: list[bytes]
+        if listed is None:
+            positions = {topic_id: i for i, topic_id in enumerate(order)}
+            entries, todo = [b""] * len(order), list(enumerate(order))
+        elif listed.order is order:  # the same topics (no create, delete or rename since)
+            positions, entries = listed.positions, list(listed.entries)
+            todo = [(positions[t], t) for t in listed.dirty if t in positions]
+        else:
+            positions = {topic_id: i for i, topic_id in enumerate(order)}
+            entries, todo = [b""] * len(order), []
+            old_positions, old_entries, dirty = listed.positions, listed.entries, listed.dirty
+            for i, topic_id in enumerate(order):
+                j = old_positions.get(topic_id)
+                if j is None or topic_id in dirty:
+                    todo.append((i, topic_id))
+                else:
+                    entries[i] = old_entries[j]
         by_id = image.topics.by_id
         slice_started = time.perf_counter()
-        for topic_id in answers.order(image):
-            self.topic_entry(fmt, answers.topic(version, by_id[topic_id]))
+        for i, topic_id in todo:
+            entries[i] = self.topic_entry(fmt, answers.topic(version, by_id[topic_id]))
             if time.perf_counter() - slice_started >= slice_seconds:
                 yield
                 slice_started = time.perf_counter()
+        self._lists[version] = _AllTopics(order, tuple(entries), positions, frozenset())
+        self._all_topics[version] = fmt.array_length(len(order)) + b"".join(entries)
 
     def body(
         self,
@@ -277,12 +336,9 @@ class WireMetadata:
         if request.wants_all_topics:
             topics = self._all_topics.get(version)
             if topics is None:
-                by_id = image.topics.by_id
-                order = answers.order(image)
-                entries = [self.topic_entry(fmt, answers.topic(version, by_id[t])) for t in order]
-                topics = self._all_topics[version] = fmt.array_length(len(order)) + b"".join(
-                    entries
-                )
+                for _ in self.prepare_all_topics(image, answers, version, _NO_PAUSES):
+                    pass
+                topics = self._all_topics[version]
         else:
             wanted = answers.topics(image, request)
             topics = fmt.array_length(len(wanted)) + b"".join(
@@ -308,6 +364,8 @@ def wire_metadata_key(settings: AnswerSettings) -> DerivedKey[WireMetadata]:
             key = _wire_keys[settings] = DerivedKey(
                 f"wire-metadata:{settings.cluster_id}:{settings.listener}",
                 lambda image: WireMetadata(),
-                lambda wire, delta, image: wire.following(delta, image),
+                lambda wire, delta, image: wire.following(
+                    delta, image, image.derived(answers_key(settings))
+                ),
             )
         return key

@@ -83,33 +83,59 @@ def test_fragments_followed_to_the_next_image_stay_identical_to_kio(
         assert_identical_to_kio(followed, data)  # ...and reuse what still holds on the next
 
 
+def all_topics_in_steps(
+    image: MetadataImage, answer_settings: AnswerSettings, version: int, data: st.DataObject
+) -> int:
+    """Prepare the all-topics answer with a pause after every topic it encodes, check it
+    against kio, and return how many pauses it made."""
+    answers = image.derived(answers_key(answer_settings))
+    wire = image.derived(wire_metadata_key(answer_settings))
+    request = requests(version, data)[0]  # all topics
+    steps = len(list(wire.prepare_all_topics(image, answers, version, 0.0)))
+    ours = wire.body(image, answers, request, random.Random(3))
+    response = answers.response(image, request, random.Random(3))
+    assert ours == metadata_body(response, version), version
+    assert list(wire.prepare_all_topics(image, answers, version, 0.0)) == []  # built
+    return steps
+
+
 @settings(max_examples=30)
 @given(record_sequences(max_steps=50, kinds=ANSWERED_KINDS), st.data())
 def test_an_all_topics_answer_prepared_in_steps_is_the_one_kio_encodes(
     records: list[MetadataRecord], data: st.DataObject
 ) -> None:
-    cut = data.draw(st.integers(0, len(records)))
-    image = replay_records(records[:cut], P)
+    with Lease(replay_records(records, P)) as image:
+        for answer_settings in WIRE_SETTINGS:
+            for version in range(14):
+                steps = all_topics_in_steps(image, answer_settings, version, data)
+                assert steps == len(image.topics.by_id)  # a cold image encodes every topic
+
+
+@settings(max_examples=40)
+@given(record_sequences(max_steps=60, kinds=ANSWERED_KINDS), st.data())
+def test_all_topics_entries_carried_over_several_images_stay_identical_to_kio(
+    records: list[MetadataRecord], data: st.DataObject
+) -> None:
+    """Images follow one another in a few cuts; each asks for all topics in some versions
+    only, so entries are carried over images that never built them."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=4)))
+    image = replay_records(records[: cuts[0] if cuts else len(records)], P)
     try:
-        assert_identical_to_kio(image, data)
-        delta = MetadataDelta(image)
-        delta.replay_all(records[cut:])
-        followed = delta.apply(Provenance(8, 1, 0))
+        for start, end in itertools.pairwise([*cuts, len(records)]):
+            for answer_settings in WIRE_SETTINGS:
+                for version in data.draw(st.sets(st.integers(0, 13), max_size=4)):
+                    steps = all_topics_in_steps(image, answer_settings, version, data)
+                    assert steps <= len(image.topics.by_id)
+            delta = MetadataDelta(image)
+            delta.replay_all(records[start:end])
+            followed = delta.apply(Provenance(image.offset + 1, 1, 0))
+            image.release()
+            image = followed
+        for answer_settings in WIRE_SETTINGS:
+            for version in range(14):
+                all_topics_in_steps(image, answer_settings, version, data)
     finally:
         image.release()
-    with Lease(followed):
-        for answer_settings in WIRE_SETTINGS:
-            answers = followed.derived(answers_key(answer_settings))
-            wire = followed.derived(wire_metadata_key(answer_settings))
-            for version in range(14):
-                request = requests(version, data)[0]  # all topics
-                # No time per slice: a pause after every topic.
-                steps = list(wire.prepare_all_topics(followed, answers, version, 0.0))
-                assert len(steps) == len(followed.topics.by_id)
-                ours = wire.body(followed, answers, request, random.Random(3))
-                response = answers.response(followed, request, random.Random(3))
-                assert ours == metadata_body(response, version), version
-                assert list(wire.prepare_all_topics(followed, answers, version, 0.0)) == []
 
 
 def test_response_headers_are_those_kio_encodes() -> None:
