@@ -190,7 +190,7 @@ async def test_in_memory_source_keeps_what_readers_went_past_encoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(memory, "TAIL_RECORDS", 3)
-    monkeypatch.setattr(memory, "COMPACT_PER_READ", 1)
+    monkeypatch.setattr(memory, "COMPACT_MAX", 1)
     source = InMemoryRecordSource()
     batches = [source.append_nowait(topic_records(A, "orders", 2))]
     batches += [source.append_nowait([change(i % 2, 1 + i % 2)]) for i in range(20)]
