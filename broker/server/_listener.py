@@ -47,8 +47,8 @@ from broker.server._protocol import (
     describe_cluster_body,
     describe_configs_body,
     describe_topic_partitions_body,
-    encode_response,
     metadata_request,
+    response_head,
     topic_partitions_request,
 )
 
@@ -354,7 +354,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             del buffer[: 4 + size]
             self._bytes_in += 4 + size
             try:
-                response = await self._respond(frame)
+                parts = await self._respond(frame)
             except ProtocolError as error:
                 return f"protocol: {error}"
             except Exception as error:  # a bug here must not take the listener down
@@ -362,9 +362,9 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     "request_failed", peer=connection.peer, error=repr(error), exc_info=error
                 )
                 return f"internal error: {type(error).__name__}"
-            if not await _send_all(client, response):
+            if not await _send_all(client, parts):
                 return "client closed"
-            self._bytes_out += len(response)
+            self._bytes_out += sum(len(part) for part in parts)
             connection.busy = False
             self._idle.notify()
         return "shutdown"
@@ -382,11 +382,12 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                 answer = self._metadata(image, request)
         else:
             answer = self._other(api_key, version, body)
-        return self._finish(api_key, version, correlation_id, answer, started)
+        return b"".join(self._finish(api_key, version, correlation_id, answer, started))
 
-    async def _respond(self, frame: bytes) -> bytes:
+    async def _respond(self, frame: bytes) -> tuple[bytes, ...]:
         """:meth:`respond`, with an all-topics Metadata answer built between turns of
-        the event loop when the image's fragments for it are not at hand yet."""
+        the event loop when the image's fragments for it are not at hand yet; the
+        response comes in parts, sent as they are (a large body is not copied again)."""
         started = time.perf_counter()
         api_key, version, correlation_id, body = decode_request(frame)
         if api_key != METADATA:
@@ -404,12 +405,12 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     def _finish(
         self, api_key: int, version: int, correlation_id: int, answer: bytes | None, started: float
-    ) -> bytes:
+    ) -> tuple[bytes, ...]:
         name = _API_NAMES[api_key]
         response = (
-            encode_response(api_key, version, correlation_id, answer)
+            (response_head(api_key, version, correlation_id, len(answer)), answer)
             if answer is not None
-            else api_versions_response(version, correlation_id)
+            else (api_versions_response(version, correlation_id),)
         )
         self._requests[name] += 1
         histogram = self._latency.get((name, version))
@@ -539,17 +540,20 @@ async def _receive_into(client: socket.socket, buffer: bytearray) -> bool:
         return True
 
 
-async def _send_all(client: socket.socket, data: bytes) -> bool:
-    """Send all of ``data`` (waiting while the socket's buffer is full); False when the
-    client is gone."""
-    view = memoryview(data)
-    while view:
+async def _send_all(client: socket.socket, parts: tuple[bytes, ...]) -> bool:
+    """Send ``parts`` one after the other, without joining them (waiting while the
+    socket's buffer is full); False when the client is gone."""
+    views = [memoryview(part) for part in parts if part]
+    while views:
         try:
-            sent = client.send(view)
+            sent = client.sendmsg(views)
         except (BlockingIOError, InterruptedError):
             await anyio.wait_writable(client)
             continue
         except OSError:  # broken pipe, reset by the peer
             return False
-        view = view[sent:]
+        while sent and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
     return True

@@ -349,7 +349,7 @@ class WireMetadata:
         cluster_id = answers.settings.cluster_id if version >= 2 else None
         brokers = self.brokers(fmt, answers.views.listed)
         prefix = fmt.prefix(brokers, cluster_id, answers.controller_id(rng))
-        return prefix + topics + fmt.tail
+        return b"".join((prefix, topics, fmt.tail))  # one copy of a large array
 
 
 _wire_keys: dict[AnswerSettings, DerivedKey[WireMetadata]] = {}

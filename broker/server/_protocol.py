@@ -161,8 +161,15 @@ def encode_response(api_key: int, version: int, correlation_id: int, body: bytes
     The header is the correlation id, plus an empty tagged-field section in flexible
     versions (header v1); tests check it against kio's encoding.
     """
+    return response_head(api_key, version, correlation_id, len(body)) + body
+
+
+def response_head(api_key: int, version: int, correlation_id: int, body_size: int) -> bytes:
+    """What comes before a response body of ``body_size`` bytes: the frame's size and the
+    header (``encode_response`` without the body, for a server that sends both as they
+    are instead of copying a large body into one frame)."""
     header = _INT32.pack(correlation_id) + (b"\x00" if _flexible_header(api_key, version) else b"")
-    return _INT32.pack(len(header) + len(body)) + header + body
+    return _INT32.pack(len(header) + body_size) + header
 
 
 def api_versions_response(version: int, correlation_id: int) -> bytes:

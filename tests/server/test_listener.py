@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Any
 
@@ -19,6 +20,7 @@ from broker.server import (
     metadata_request_body,
     wire_metadata_key,
 )
+from broker.server._listener import _send_all
 from tests.server.cluster import CLUSTER, RawClient, blocking_call, failover_started, served_cluster
 
 pytestmark = pytest.mark.integration
@@ -258,3 +260,24 @@ async def test_librdkafkas_metadata_request_with_trailing_bytes_is_answered() ->
         reply = await client.read(METADATA, 13)
         assert {t.name for t in reply.topics} == {"orders", "payments"}
         assert "protocol" not in served.listener.statistics().closed
+
+
+async def test_a_response_larger_than_the_socket_buffer_arrives_whole_and_in_order() -> None:
+    """Responses are sent in parts (head, body) without joining them; a body far larger
+    than what the socket takes at once goes out across many partial sends."""
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server.setblocking(False)
+    parts = (b"head", bytes(range(256)) * 4096, b"", b"tail")
+    received = bytearray()
+
+    def read_slowly() -> None:
+        expected = sum(len(part) for part in parts)
+        while len(received) < expected:
+            received.extend(client.recv(8192))
+
+    with server, client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, read_slowly)
+            assert await _send_all(server, parts)
+    assert bytes(received) == b"".join(parts)
