@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +69,7 @@ _INT32 = struct.Struct(">i")
 ANSWER_SLICE_SECONDS = 0.002
 """Work an all-topics answer does per turn of the event loop when its fragments must be
 built (after a delta that touched many topics): other connections are served between."""
+_NO_PAUSES = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,21 +374,33 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     def respond(self, frame: bytes) -> bytes:
         """The response frame for one request frame (sync: one lease per answer)."""
-        started = time.perf_counter()
-        api_key, version, correlation_id, body = decode_request(frame)
-        answer: bytes | None
-        if api_key == METADATA:
-            request = self._metadata_request(body, version)
-            with self.cache.lease() as image:
-                answer = self._metadata(image, request)
-        else:
-            answer = self._other(api_key, version, body)
-        return b"".join(self._finish(api_key, version, correlation_id, answer, started))
+        steps = self._answer(frame, _NO_PAUSES)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            return b"".join(done.value)
 
     async def _respond(self, frame: bytes) -> tuple[bytes, ...]:
-        """:meth:`respond`, with an all-topics Metadata answer built between turns of
-        the event loop when the image's fragments for it are not at hand yet; the
+        """:meth:`respond` between turns of the event loop (see :meth:`_answer`); the
         response comes in parts, sent as they are (a large body is not copied again)."""
+        steps = self._answer(frame, ANSWER_SLICE_SECONDS)
+        try:
+            while True:
+                next(steps)
+                await checkpoint()
+        except StopIteration as done:
+            parts: tuple[bytes, ...] = done.value
+            return parts
+        finally:
+            steps.close()  # cancelled mid-answer: its lease ends now
+
+    def _answer(
+        self, frame: bytes, slice_seconds: float
+    ) -> Generator[None, None, tuple[bytes, ...]]:
+        """Answer ``frame``, pausing (``yield``) after every ``slice_seconds`` of work on
+        an all-topics Metadata answer whose fragments are not built yet (after a delta
+        that touched many topics); returns the response's parts."""
         started = time.perf_counter()
         api_key, version, correlation_id, body = decode_request(frame)
         if api_key != METADATA:
@@ -398,8 +411,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             if request.wants_all_topics:
                 answers = self.cache.answers(image, self.listener_name)
                 wire = image.derived(self._wire_key)
-                for _ in wire.prepare_all_topics(image, answers, version, ANSWER_SLICE_SECONDS):
-                    await checkpoint()
+                yield from wire.prepare_all_topics(image, answers, version, slice_seconds)
             answer = self._metadata(image, request)
         return self._finish(api_key, version, correlation_id, answer, started)
 
