@@ -339,7 +339,6 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
                     return "client closed"
             connection.idle_since = None
             connection.request_since = time.monotonic()
-            size = -1
             while len(buffer) < 4:
                 if not await _receive_into(client, buffer):
                     return "protocol: truncated frame"
