@@ -424,17 +424,23 @@ class Simulation:
         pipeline: MetadataPipeline,
         send: MemoryObjectSendStream[RecordBatch],
     ) -> None:
-        """Churn events at ``rate``, handed to the appender in order."""
+        """Churn events at ``rate``, handed to the appender in order; ends when the
+        appender does (its error, fenced or other, is what the task group raises)."""
         config = self.config
         interval = 1.0 / config.rate if config.rate else 0.0
         next_at = yielded = time.monotonic()
         while config.events is None or self._events < config.events:
             last = -1
             for batch in controller.churn():
-                try:  # no checkpoint per batch: the churn yields every few events below
-                    send.send_nowait(batch)
-                except anyio.WouldBlock:
-                    await send.send(batch)  # the appender is behind: wait for room
+                try:
+                    try:  # no checkpoint per batch: the churn yields every few events below
+                        send.send_nowait(batch)
+                    except anyio.WouldBlock:
+                        await send.send(batch)  # the appender is behind: wait for room
+                except anyio.BrokenResourceError:
+                    # The appender failed and closed the queue, and this task woke
+                    # before the task group's cancellation reached it.
+                    return
                 last = batch.base_offset + len(batch.records) - 1
             self._events += 1
             await self._keep_lead(pipeline, last)

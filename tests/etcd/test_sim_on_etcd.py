@@ -26,6 +26,20 @@ def sim(*argv: str) -> subprocess.Popen[str]:
     )
 
 
+def finish(*processes: subprocess.Popen[str]) -> None:
+    """Wait for every process and assert each ended well; none is left running when
+    one failed (its failure is the one reported, not a stray process's warning)."""
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+
 def test_broker_sims_on_one_etcd_converge(etcd: EtcdServer, tmp_path: Path) -> None:
     followers = [
         sim(
@@ -42,9 +56,7 @@ def test_broker_sims_on_one_etcd_converge(etcd: EtcdServer, tmp_path: Path) -> N
     writer = sim(
         "--etcd", etcd.url, "--events", "300", "--rate", "0", "--json", str(tmp_path / "w.json")
     )
-    for process in [writer, *followers]:
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+    finish(writer, *followers)
     written = json.loads((tmp_path / "w.json").read_text())
     assert written["role"] == "writer"
     assert written["events"] == 300
@@ -63,9 +75,7 @@ def test_a_second_writer_fences_the_first(etcd: EtcdServer, tmp_path: Path) -> N
     second = sim(
         "--etcd", etcd.url, "--duration", "3", "--rate", "100", "--json", str(tmp_path / "b.json")
     )
-    for process in (first, second):
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
+    finish(first, second)
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     # Whoever claimed last wrote on; the other was fenced and followed. The log never forked.

@@ -333,3 +333,40 @@ async def test_readers_start_once_the_bootstrap_is_loaded(monkeypatch: pytest.Mo
     assert summary.healthy
     assert answered_from, "the clients ran"
     assert min(answered_from) == summary.final_offset == summary.log_end_offset
+
+
+async def test_a_fenced_writer_follows_even_with_its_append_queue_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fence reaches the churn while it waits for room in the append queue: the
+    churn wakes to a closed queue before its cancellation arrives, and must stop there
+    rather than fail the run (seen on etcd when a second sim claimed the log)."""
+    from broker.errors import WriterFencedError
+    from broker.metadata.sources import InMemoryRecordSource
+    from broker.sim import Simulation, SimulationConfig, WorkloadConfig, _controller, _simulation
+
+    bootstrapped: list[bool] = []
+    parts = _controller.SyntheticController.bootstrap_parts
+    append = InMemoryRecordSource.append_batches
+
+    def recording_parts(self: Any, *args: Any, **kw: Any) -> Any:
+        yield from parts(self, *args, **kw)
+        bootstrapped.append(True)
+
+    async def fencing_append(self: InMemoryRecordSource, batches: Any) -> None:
+        if bootstrapped:
+            raise WriterFencedError(1, 2)
+        await append(self, batches)
+
+    monkeypatch.setattr(_controller.SyntheticController, "bootstrap_parts", recording_parts)
+    monkeypatch.setattr(InMemoryRecordSource, "append_batches", fencing_append)
+    monkeypatch.setattr(_simulation, "APPEND_QUEUE", 1)  # the churn waits for room at once
+    config = SimulationConfig(
+        workload=WorkloadConfig(topics=6, partitions_per_topic=3),
+        duration=1.0,
+        rate=0,  # unthrottled
+        clients=2,
+    )
+    summary = await Simulation(config).run(handle_signals=False)
+    assert summary.role == "follower"
+    assert summary.healthy
