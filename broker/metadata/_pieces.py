@@ -21,13 +21,16 @@ __all__ = ["ImagePiece", "records_of"]
 
 class ImagePiece(NamedTuple):
     """A part of an image written as ``write(*args)``; unchanged while ``value`` is the
-    same object under the same ``key``."""
+    same object under the same ``key`` (or, with ``by_value``, an equal one)."""
 
     key: Hashable
     """Unique among its siblings (the pieces of one parent, or of the image)."""
     value: object
     write: Callable[..., Iterable[MetadataRecord | ImagePiece]]
     args: tuple[Any, ...] = ()
+    by_value: bool = False
+    """Compare ``value`` by equality: for a piece that is not one persistent object but
+    a flat run of them (a chunk of a map's items), cheap to compare element by element."""
 
     def parts(self) -> Iterable[MetadataRecord | ImagePiece]:
         """What the piece writes: records and smaller pieces, in order."""

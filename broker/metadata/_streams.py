@@ -6,6 +6,7 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
+from zlib import crc32
 
 from immutables import Map
 
@@ -447,11 +448,38 @@ class KVImage:
 
     def write(self) -> Iterator[MetadataRecord]:
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
-        items = sorted_items(self.values)
-        # One record per 1000 keys keeps snapshot records small.
-        for start in range(0, len(items), 1000):
-            chunk = items[start : start + 1000]
-            yield KVRecord(key_values=tuple(KeyValue(key=k, value=v) for k, v in chunk))
+        return records_of(self.write_pieces())
+
+    def write_pieces(self) -> Iterator[ImagePiece]:
+        """:meth:`write` as one piece per ``KVRecord``, in key order.
+
+        A chunk ends after a key whose CRC is 0 modulo ``KV_CHUNK_KEYS`` (or once it
+        holds ``KV_CHUNK_MAX_KEYS``): the boundaries depend on the keys, not on their
+        positions, so adding or removing a key changes its own chunk only, and a
+        snapshot encoder re-encodes that one (a cluster's KV holds a key per partition).
+        """
+        chunk: list[tuple[str, bytes]] = []
+        for item in sorted_items(self.values):
+            chunk.append(item)
+            if len(chunk) >= KV_CHUNK_MAX_KEYS or not crc32(item[0].encode()) % KV_CHUNK_KEYS:
+                yield _kv_piece(chunk)
+                chunk = []
+        if chunk:
+            yield _kv_piece(chunk)
+
+
+KV_CHUNK_KEYS = 1000
+"""Keys per ``KVRecord`` a snapshot writes, on average (small records, few of them)."""
+KV_CHUNK_MAX_KEYS = 4 * KV_CHUNK_KEYS
+
+
+def _kv_piece(chunk: list[tuple[str, bytes]]) -> ImagePiece:
+    items = tuple(chunk)
+    return ImagePiece(("kv", items[0][0]), items, _kv_records, (items,), by_value=True)
+
+
+def _kv_records(items: tuple[tuple[str, bytes], ...]) -> tuple[KVRecord]:
+    return (KVRecord(key_values=tuple(KeyValue(key=k, value=v) for k, v in items)),)
 
 
 KVImage.EMPTY = KVImage(EMPTY_MAP)

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance, replay_records
 from broker.metadata.records import (
+    KeyValue,
+    KVRecord,
     MetadataRecord,
     PartitionChangeRecord,
     PartitionRecord,
+    RemoveKVRecord,
     TopicRecord,
 )
 from broker.metadata.sources import Snapshot, SnapshotEncoder
@@ -136,3 +139,32 @@ def test_a_snapshot_encoder_reencodes_only_the_pieces_a_delta_changed() -> None:
             # The changed topic again, one partition in it; 49 partitions reused.
             assert (encoder.reused, encoder.encoded) == (49, 53)
             assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
+
+
+def test_a_snapshot_encoder_reencodes_only_the_kv_chunk_a_key_changed_in() -> None:
+    """The KV map writes a KVRecord per chunk of keys whose boundaries depend on the
+    keys: a key added, changed or removed re-encodes its chunk, not every chunk after
+    it (a cluster's KV holds a key per partition)."""
+    keys = [f"key-{index:05d}" for index in range(5000)]
+    records: list[MetadataRecord] = [
+        KVRecord(key_values=tuple(KeyValue(key=k, value=k.encode()) for k in keys))
+    ]
+    encoder = SnapshotEncoder()
+    with Lease(replay_records(records, PROVENANCE)) as first:
+        encoder.encode(first)
+        chunks = encoder.encoded
+        assert chunks == len([r for r in first.write() if isinstance(r, KVRecord)]) > 2
+        for change in (
+            KVRecord(key_values=(KeyValue(key="key-02500x", value=b"new"),)),  # a new key
+            KVRecord(key_values=(KeyValue(key="key-01000", value=b"changed"),)),
+            RemoveKVRecord(keys=("key-04000",)),
+        ):
+            delta = MetadataDelta(first)
+            delta.replay(change)
+            with Lease(delta.apply(PROVENANCE)) as second:
+                before = encoder.encoded, encoder.reused
+                encoded, _ = encoder.encode(second)
+                assert encoder.encoded - before[0] == 1, change
+                assert encoder.reused - before[1] == chunks - 1
+                assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
+            encoder.encode(first)  # back to the first image's pieces for the next change

@@ -124,7 +124,9 @@ class SnapshotEncoder:
         self, piece: ImagePiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
     ) -> _Encoded:
         before = known.get(piece.key)
-        if before is not None and before.value is piece.value:
+        if before is not None and (
+            before.value is piece.value or (piece.by_value and before.value == piece.value)
+        ):
             self.reused += 1
         else:
             self.encoded += 1
