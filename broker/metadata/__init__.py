@@ -34,7 +34,7 @@ from broker.metadata._meta_streams import (
     meta_stream_prefix,
     parse_meta_stream_key,
 )
-from broker.metadata._pieces import ImagePiece, records_of
+from broker.metadata._pieces import ImagePiece, MapPiece, Part, records_of
 from broker.metadata._refcount import (
     DerivedKey,
     LeakDetectionLevel,
@@ -105,12 +105,14 @@ __all__ = [
     "LeakDetectionLevel",
     "Lease",
     "LifetimeStatistics",
+    "MapPiece",
     "MetadataDelta",
     "MetadataImage",
     "NodeWALDelta",
     "NodeWALImage",
     "ObjectsDelta",
     "ObjectsImage",
+    "Part",
     "PartitionRegistration",
     "ProducerIdsDelta",
     "ProducerIdsImage",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 from broker.metadata._cluster import ClusterImage
 from broker.metadata._configs import ClientQuotasImage, ConfigurationsImage
 from broker.metadata._features import FeaturesImage, ProducerIdsImage
-from broker.metadata._pieces import ImagePiece, records_of
+from broker.metadata._pieces import Part, records_of
 from broker.metadata._refcount import RefCounted
 from broker.metadata._security import AclsImage, DelegationTokensImage, ScramImage
 from broker.metadata._streams import KVImage, NodeWALImage, ObjectsImage, StreamsImage
@@ -188,7 +188,7 @@ class MetadataImage(RefCounted):
         """Records that rebuild this image when replayed onto EMPTY; metadata.version first."""
         return records_of(self.write_pieces())
 
-    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+    def write_pieces(self) -> Iterator[Part]:
         """:meth:`write`, with partitions and streams as pieces that an encoder can
         recognise from one image to the next (see ``ImagePiece``)."""
         for name in SUB_IMAGES:

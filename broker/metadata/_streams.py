@@ -11,7 +11,15 @@ from zlib import crc32
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, MapChanges, MapDelta, Reject, sorted_items
-from broker.metadata._pieces import ImagePiece, records_of
+from broker.metadata._pieces import (
+    ImagePiece,
+    MapPiece,
+    Part,
+    RecordFields,
+    encoded_from,
+    records_from,
+    records_of,
+)
 from broker.metadata.records import (
     AssignedS3ObjectIdRecord,
     AssignedStreamIdRecord,
@@ -29,6 +37,7 @@ from broker.metadata.records import (
     S3StreamObjectRecord,
     S3StreamRecord,
     StreamState,
+    record_encoder,
 )
 
 __all__ = [
@@ -122,29 +131,46 @@ class StreamMetadata:
 
     def write(self) -> Iterator[MetadataRecord]:
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
-        yield S3StreamRecord(
-            stream_id=self.stream_id,
-            epoch=self.epoch,
-            range_index=self.range_index,
-            start_offset=self.start_offset,
-            state=self.state,
+        return records_from(self._record_fields())
+
+    def encoded(self) -> tuple[bytes, int]:
+        """:meth:`write`'s records encoded, without building them (snapshots)."""
+        return encoded_from(self._record_fields())
+
+    def _record_fields(self) -> Iterator[RecordFields]:
+        stream_id = self.stream_id
+        yield (
+            S3StreamRecord,
+            {
+                "stream_id": stream_id,
+                "epoch": self.epoch,
+                "range_index": self.range_index,
+                "start_offset": self.start_offset,
+                "state": self.state,
+            },
         )
         for r in self.ranges:
-            yield RangeRecord(
-                stream_id=self.stream_id,
-                epoch=r.epoch,
-                range_index=r.range_index,
-                start_offset=r.start_offset,
-                end_offset=r.end_offset,
-                node_id=r.node_id,
+            yield (
+                RangeRecord,
+                {
+                    "stream_id": stream_id,
+                    "epoch": r.epoch,
+                    "range_index": r.range_index,
+                    "start_offset": r.start_offset,
+                    "end_offset": r.end_offset,
+                    "node_id": r.node_id,
+                },
             )
         for _, o in sorted_items(self.objects):
-            yield S3StreamObjectRecord(
-                object_id=o.object_id,
-                stream_id=self.stream_id,
-                start_offset=o.start_offset,
-                end_offset=o.end_offset,
-                data_time_ms=o.data_time_ms,
+            yield (
+                S3StreamObjectRecord,
+                {
+                    "object_id": o.object_id,
+                    "stream_id": stream_id,
+                    "start_offset": o.start_offset,
+                    "end_offset": o.end_offset,
+                    "data_time_ms": o.data_time_ms,
+                },
             )
 
 
@@ -179,15 +205,22 @@ class StreamsImage:
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
-    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
-        """:meth:`write` with each stream as a piece (see ``_pieces``)."""
+    def write_pieces(self) -> Iterator[Part]:
+        """:meth:`write` with the streams as a map piece (see ``_pieces``)."""
         if self.assigned_stream_id >= 0:
             yield AssignedStreamIdRecord(assigned_stream_id=self.assigned_stream_id)
-        for stream_id, stream in sorted_items(self.streams):
-            yield ImagePiece(("stream", stream_id), stream, stream.write)
+        yield MapPiece("streams", self.streams, _stream_records, _stream_encoded)
 
 
 StreamsImage.EMPTY = StreamsImage(EMPTY_MAP, -1)
+
+
+def _stream_records(stream_id: int, stream: StreamMetadata) -> Iterator[MetadataRecord]:
+    return stream.write()
+
+
+def _stream_encoded(stream_id: int, stream: StreamMetadata) -> tuple[bytes, int]:
+    return stream.encoded()
 
 
 class StreamsDelta:
@@ -450,7 +483,7 @@ class KVImage:
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
-    def write_pieces(self) -> Iterator[ImagePiece]:
+    def write_pieces(self) -> Iterator[Part]:
         """:meth:`write` as one piece per ``KVRecord``, in key order.
 
         A chunk ends after a key whose CRC is 0 modulo ``KV_CHUNK_KEYS`` (or once it
@@ -475,11 +508,21 @@ KV_CHUNK_MAX_KEYS = 4 * KV_CHUNK_KEYS
 
 def _kv_piece(chunk: list[tuple[str, bytes]]) -> ImagePiece:
     items = tuple(chunk)
-    return ImagePiece(("kv", items[0][0]), items, _kv_records, (items,), by_value=True)
+    return ImagePiece(
+        ("kv", items[0][0]), items, _kv_records, (items,), by_value=True, encoded=_kv_encoded
+    )
 
 
 def _kv_records(items: tuple[tuple[str, bytes], ...]) -> tuple[KVRecord]:
     return (KVRecord(key_values=tuple(KeyValue(key=k, value=v) for k, v in items)),)
+
+
+def _kv_encoded(items: tuple[tuple[str, bytes], ...]) -> tuple[bytes, int]:
+    # A KeyValue is encoded as its fields in order: the (key, value) item itself.
+    return _encode_kv(key_values=items), 1
+
+
+_encode_kv = record_encoder(KVRecord)
 
 
 KVImage.EMPTY = KVImage(EMPTY_MAP)

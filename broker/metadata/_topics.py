@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
 from immutables import Map
 
 from broker.metadata._maps import EMPTY_MAP, Reject, sorted_items
-from broker.metadata._pieces import ImagePiece, records_of
+from broker.metadata._pieces import ImagePiece, MapPiece, Part, records_of
 from broker.metadata.records import (
     NO_LEADER,
     NO_LEADER_CHANGE,
@@ -25,6 +25,7 @@ from broker.metadata.records import (
     PartitionRecord,
     RemoveTopicRecord,
     TopicRecord,
+    record_encoder,
 )
 
 __all__ = [
@@ -76,21 +77,25 @@ class PartitionRegistration(NamedTuple):
 
     def to_record(self, topic_id: UUID, partition_id: int) -> PartitionRecord:
         """The PartitionRecord that recreates this partition (snapshots)."""
-        return PartitionRecord(
-            partition_id=partition_id,
-            topic_id=topic_id,
-            replicas=self.replicas,
-            isr=self.isr,
-            removing_replicas=self.removing_replicas,
-            adding_replicas=self.adding_replicas,
-            leader=self.leader,
-            leader_recovery_state=self.leader_recovery_state,
-            leader_epoch=self.leader_epoch,
-            partition_epoch=self.partition_epoch,
-            directories=self.directories,
-            eligible_leader_replicas=self.elr,
-            last_known_elr=self.last_known_elr,
-        )
+        return PartitionRecord(**self.record_fields(topic_id, partition_id))
+
+    def record_fields(self, topic_id: UUID, partition_id: int) -> dict[str, Any]:
+        """The fields of :meth:`to_record`'s record."""
+        return {
+            "partition_id": partition_id,
+            "topic_id": topic_id,
+            "replicas": self.replicas,
+            "isr": self.isr,
+            "removing_replicas": self.removing_replicas,
+            "adding_replicas": self.adding_replicas,
+            "leader": self.leader,
+            "leader_recovery_state": self.leader_recovery_state,
+            "leader_epoch": self.leader_epoch,
+            "partition_epoch": self.partition_epoch,
+            "directories": self.directories,
+            "eligible_leader_replicas": self.elr,
+            "last_known_elr": self.last_known_elr,
+        }
 
     @property
     def has_leader(self) -> bool:
@@ -168,23 +173,27 @@ class TopicImage(NamedTuple):
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
-    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
-        """:meth:`write` with each partition as a piece (see ``_pieces``)."""
+    def write_pieces(self) -> Iterator[Part]:
+        """:meth:`write` with the partitions as a map piece (see ``_pieces``)."""
         yield TopicRecord(name=self.name, topic_id=self.id)
-        topic_id = self.id
-        for partition_id, partition in sorted_items(self.partitions):
-            yield ImagePiece(
-                (topic_id, partition_id),
-                partition,
-                _partition_records,
-                (partition, topic_id, partition_id),
-            )
+        yield MapPiece(
+            "partitions", self.partitions, _partition_records, _partition_encoded, (self.id,)
+        )
 
 
 def _partition_records(
-    partition: PartitionRegistration, topic_id: UUID, partition_id: int
+    partition_id: int, partition: PartitionRegistration, topic_id: UUID
 ) -> tuple[PartitionRecord]:
     return (partition.to_record(topic_id, partition_id),)
+
+
+def _partition_encoded(
+    partition_id: int, partition: PartitionRegistration, topic_id: UUID
+) -> tuple[bytes, int]:
+    return _encode_partition(**partition.record_fields(topic_id, partition_id)), 1
+
+
+_encode_partition = record_encoder(PartitionRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +225,7 @@ class TopicsImage:
         """The records that rebuild this, in a stable order (its part of a snapshot)."""
         return records_of(self.write_pieces())
 
-    def write_pieces(self) -> Iterator[MetadataRecord | ImagePiece]:
+    def write_pieces(self) -> Iterator[Part]:
         """:meth:`write` with each topic as a piece (see ``_pieces``)."""
         for _, topic_id in sorted_items(self.by_name):
             topic = self.by_id[topic_id]

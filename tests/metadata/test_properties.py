@@ -16,6 +16,7 @@ from broker.metadata.records import (
     PartitionChangeRecord,
     PartitionRecord,
     RemoveKVRecord,
+    S3StreamRecord,
     TopicRecord,
 )
 from broker.metadata.sources import Snapshot, SnapshotEncoder
@@ -168,3 +169,23 @@ def test_a_snapshot_encoder_reencodes_only_the_kv_chunk_a_key_changed_in() -> No
                 assert encoder.reused - before[1] == chunks - 1
                 assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
             encoder.encode(first)  # back to the first image's pieces for the next change
+
+
+def test_a_snapshot_encoder_reencodes_only_the_streams_a_delta_changed() -> None:
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(30)]
+    encoder = SnapshotEncoder()
+    with Lease(replay_records(records, PROVENANCE)) as first:
+        encoder.encode(first)
+        assert (encoder.reused, encoder.encoded) == (0, 30)
+        delta = MetadataDelta(first)
+        delta.replay(S3StreamRecord(stream_id=7, epoch=1))
+        with Lease(delta.apply(PROVENANCE)) as second:
+            encoded, _ = encoder.encode(second)
+            assert (encoder.reused, encoder.encoded) == (29, 31)
+            assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
+            delta = MetadataDelta(second)
+            delta.replay(TopicRecord(name="t", topic_id=uuid.UUID(int=1)))
+            with Lease(delta.apply(PROVENANCE)) as third:  # the streams map is the same
+                encoded, _ = encoder.encode(third)
+                assert (encoder.reused, encoder.encoded) == (59, 32)  # + the new topic
+                assert Snapshot.from_bytes(encoded, name="s").records == tuple(third.write())

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from broker.errors import CorruptRecordError
 from broker.metadata.records import (
@@ -29,6 +29,7 @@ from broker.metadata.records import (
     encode_batch,
     encode_record,
     iter_batches,
+    record_encoder,
 )
 from tests.strategies import record_sequences
 
@@ -136,6 +137,43 @@ def test_trusted_decode_builds_the_records_validation_builds(
         assert hash(fast) == hash(checked)
         assert fast.model_dump() == checked.model_dump()
         assert decode_record(encode_record(checked), trusted=True) == checked
+
+
+def _fields(model: BaseModel) -> tuple[object, ...]:
+    """A model's field values in order, nested models as tuples (the encoder's input)."""
+    return tuple(_field(value) for value in model.__dict__.values())
+
+
+def _field(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return _fields(value)
+    if isinstance(value, tuple):
+        return tuple(_field(item) for item in value)
+    return value
+
+
+@given(record_sequences(max_steps=40), st.lists(MARKERS, max_size=3))
+def test_a_record_encoder_writes_the_bytes_of_the_record_it_was_given_the_fields_of(
+    records: list[MetadataRecord], markers: list[MetadataRecord]
+) -> None:
+    for record in records + markers:
+        encode = record_encoder(type(record))
+        fields = dict(zip(type(record).model_fields, _fields(record), strict=True))
+        assert encode(**fields) == encode_record(record)
+        # Fields left out take their defaults, as the model's constructor gives them.
+        given = {name: fields[name] for name in record.model_fields_set}
+        assert encode(**given) == encode_record(type(record)(**record.model_dump()))
+
+
+def test_a_record_encoder_refuses_an_unknown_field_and_wants_the_required_ones() -> None:
+    encode = record_encoder(FeatureLevelRecord)
+    assert encode(name="x", feature_level=2) == encode_record(
+        FeatureLevelRecord(name="x", feature_level=2)
+    )
+    with pytest.raises(TypeError):
+        encode(name="x", feature_level=2, level=3)
+    with pytest.raises(TypeError):
+        encode(feature_level=2)
 
 
 def test_trusted_decode_of_an_older_shorter_record_fills_its_defaults() -> None:

@@ -45,6 +45,7 @@ from broker.metadata.records._codec import (
     encode_frame,
     encode_record,
     iter_batches,
+    record_encoder,
 )
 from broker.metadata.records._kafka import (
     AbortTransactionRecord,
@@ -143,4 +144,5 @@ __all__ = [
     "encode_frame",
     "encode_record",
     "iter_batches",
+    "record_encoder",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from broker.errors import CorruptRecordError
-from broker.metadata import ImagePiece, MetadataImage, Provenance
+from broker.metadata import ImagePiece, MapPiece, MetadataImage, Part, Provenance
 from broker.metadata.records import (
     MetadataRecord,
     NoOpRecord,
@@ -107,18 +107,50 @@ class SnapshotEncoder:
 
     def _parts(
         self,
-        parts: Iterable[MetadataRecord | ImagePiece],
+        parts: Iterable[Part],
         known: dict[Hashable, _Encoded],
         seen: dict[Hashable, _Encoded],
     ) -> Iterator[tuple[bytes, int]]:
         """``parts`` encoded: records afresh, pieces from ``known`` while unchanged (what
         was used goes into ``seen``, to be known next time)."""
         for part in parts:
-            if type(part) is ImagePiece:
-                encoded = self._piece(part, known, seen)
+            kind = type(part)
+            if kind is ImagePiece:
+                encoded = self._piece(part, known, seen)  # type: ignore[arg-type]
                 yield encoded.data, encoded.records
+            elif kind is MapPiece:
+                yield from self._map_piece(part, known, seen)  # type: ignore[arg-type]
             else:
                 yield encode_record(part), 1  # type: ignore[arg-type]  # a record
+
+    def _map_piece(
+        self, piece: MapPiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
+    ) -> Iterator[tuple[bytes, int]]:
+        """A map's entries, each reused while it is the same object (all of them while
+        the map is); remembered as the map and its entries' bytes, in key order."""
+        before = known.get(piece.key)
+        if before is not None and before.value is piece.value:
+            self.reused += len(before.parts)
+            seen[piece.key] = before
+            for kept in before.parts.values():
+                yield kept.data, kept.records
+            return
+        old = before.parts if before is not None else {}
+        entries: dict[Hashable, _Encoded] = {}
+        encode, args = piece.encoded, piece.args
+        reused = 0
+        for key, value in piece.items():
+            entry = old.get(key)
+            if entry is None or entry.value is not value:
+                data, records = encode(key, value, *args)
+                entry = _Encoded(value, data, records, {})
+            else:
+                reused += 1
+            entries[key] = entry
+            yield entry.data, entry.records
+        self.reused += reused
+        self.encoded += len(entries) - reused
+        seen[piece.key] = _Encoded(piece.value, b"", 0, entries)
 
     def _piece(
         self, piece: ImagePiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
@@ -131,10 +163,14 @@ class SnapshotEncoder:
         else:
             self.encoded += 1
             parts: dict[Hashable, _Encoded] = {}
-            known_parts = before.parts if before is not None else {}
-            encoded = list(self._parts(piece.parts(), known_parts, parts))
-            data = b"".join(data for data, _ in encoded)
-            before = _Encoded(piece.value, data, sum(n for _, n in encoded), parts)
+            if piece.encoded is not None:
+                data, records = piece.encoded(*piece.args)
+            else:
+                known_parts = before.parts if before is not None else {}
+                encoded = list(self._parts(piece.parts(), known_parts, parts))
+                data = b"".join(data for data, _ in encoded)
+                records = sum(n for _, n in encoded)
+            before = _Encoded(piece.value, data, records, parts)
         seen[piece.key] = before
         return before
 
