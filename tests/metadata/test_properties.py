@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -189,3 +190,39 @@ def test_a_snapshot_encoder_reencodes_only_the_streams_a_delta_changed() -> None
                 encoded, _ = encoder.encode(third)
                 assert (encoder.reused, encoder.encoded) == (59, 32)  # + the new topic
                 assert Snapshot.from_bytes(encoded, name="s").records == tuple(third.write())
+
+
+def test_a_snapshot_encoder_pauses_between_slices_and_writes_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from broker.metadata.sources import _source
+
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(1000)]
+    with Lease(replay_records(records, PROVENANCE)) as image:
+        whole, _ = SnapshotEncoder().encode(image)
+        monkeypatch.setattr(_source, "SNAPSHOT_SLICE_SECONDS", 0.0)
+        pauses: list[None] = []
+        sliced, _ = SnapshotEncoder().encode(image, pause=lambda: pauses.append(None))
+    assert sliced == whole
+    assert len(pauses) == 1000 // 64 + 1  # the clock is read every 64 records
+
+
+async def test_a_log_encodes_its_snapshot_in_turns_with_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker thread goes through the event loop between slices: one holding the
+    GIL for seconds made every request wait for it after each system call."""
+    from broker.metadata.sources import InMemoryRecordSource, _source
+
+    turns: list[None] = []
+    monkeypatch.setattr(_source, "SNAPSHOT_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(_source, "_nothing", lambda: turns.append(None))
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(1000)]
+    log = InMemoryRecordSource("log")
+    with Lease(replay_records(records, PROVENANCE)) as image:
+        info = await log.save_snapshot(image)
+    assert info.records == 1000
+    assert len(turns) == 1000 // 64 + 1
+    snapshot = await log.latest_snapshot()
+    assert snapshot is not None
+    assert len(snapshot.records) == 1000

@@ -19,6 +19,7 @@ from broker.metadata.sources._source import (
     SnapshotEncoder,
     SnapshotInfo,
     encode_snapshot,
+    event_loop_turn,
 )
 
 if typing.TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "SnapshotEncoder",
     "SnapshotInfo",
     "encode_snapshot",
+    "event_loop_turn",
     "parse_etcd_url",
 ]
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import aetcd
@@ -53,6 +54,7 @@ from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
     SnapshotInfo,
+    event_loop_turn,
     next_batch,
     take_batches,
 )
@@ -384,7 +386,8 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as chunks and a manifest (the encoding in a worker thread)."""
         name = f"{self.name}@{image.offset}"
-        data, info = await anyio.to_thread.run_sync(self._snapshot_encoder.encode, image, name)
+        encode = partial(self._snapshot_encoder.encode, image, name, pause=event_loop_turn)
+        data, info = await anyio.to_thread.run_sync(encode)
         chunks = [
             data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
         ]

@@ -37,6 +37,7 @@ from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
     SnapshotInfo,
+    event_loop_turn,
     next_batch,
     take_batches,
 )
@@ -470,7 +471,7 @@ class FileRecordLog:
 
     def _write_snapshot_sync(self, image: MetadataImage) -> SnapshotInfo:
         name = _name(image.offset, SNAPSHOT_SUFFIX)
-        data, info = self._snapshot_encoder.encode(image, name)
+        data, info = self._snapshot_encoder.encode(image, name, pause=event_loop_turn)
         final = self._snapshots_dir / name
         temporary = final.with_name(final.name + ".tmp")
         with open(temporary, "wb") as file:

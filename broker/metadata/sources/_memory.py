@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 
@@ -24,6 +25,7 @@ from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
     SnapshotInfo,
+    event_loop_turn,
     next_batch,
     take_batches,
 )
@@ -194,7 +196,8 @@ class InMemoryRecordSource:
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Keep ``image`` as the newest encoded snapshot (and the one before it)."""
         name = f"{self._name}@{image.offset}"
-        data, info = await anyio.to_thread.run_sync(self._snapshot_encoder.encode, image, name)
+        encode = partial(self._snapshot_encoder.encode, image, name, pause=event_loop_turn)
+        data, info = await anyio.to_thread.run_sync(encode)
         self._snapshots.append((name, image.provenance, data))
         del self._snapshots[:-2]
         return info

@@ -8,9 +8,11 @@ one instead of offset 0. A log is a source that can also be written.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
+
+import anyio
 
 from broker.errors import CorruptRecordError
 from broker.metadata import ImagePiece, MapPiece, MetadataImage, Part, Provenance
@@ -31,6 +33,7 @@ __all__ = [
     "SnapshotEncoder",
     "SnapshotInfo",
     "encode_snapshot",
+    "event_loop_turn",
     "next_batch",
     "take_batches",
 ]
@@ -69,11 +72,59 @@ def _each(records: Iterable[MetadataRecord]) -> Iterator[tuple[bytes, int]]:
         yield encode_record(record), 1
 
 
+SNAPSHOT_SLICE_SECONDS = 0.002
+"""Encoding between two pauses of a snapshot encoder given a ``pause``."""
+
+
+def event_loop_turn() -> None:
+    """From a worker thread started by ``anyio.to_thread``: wait until the event loop
+    has run this call, a round trip through it.
+
+    A worker thread that computes for seconds holds the GIL while the loop waits for it
+    after every system call (a receive, a send, a poll), up to the interpreter's switch
+    interval (5 ms) each time: requests queue up for as long as the worker runs (at
+    100k partitions a snapshot took the p99 from about 90 ms to 300 ms and more). A
+    worker that calls this between slices of its work takes one slice per turn of the
+    loop instead."""
+    anyio.from_thread.run_sync(_nothing)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _pausing(
+    runs: Iterator[tuple[bytes, int]], pause: Callable[[], object], every: float
+) -> Iterator[tuple[bytes, int]]:
+    clock = time.perf_counter
+    deadline = clock() + every
+    for count, run in enumerate(runs):
+        yield run
+        if not count % 64 and clock() >= deadline:  # the clock every 64 runs: cheap
+            pause()
+            deadline = clock() + every
+
+
 class _Encoded(NamedTuple):
+    """An image piece as last encoded."""
+
     value: object
     data: bytes
     records: int
-    parts: dict[Hashable, _Encoded]
+    parts: dict[Hashable, _Remembered]
+
+
+class _EncodedMap(NamedTuple):
+    """A map piece as last encoded: per entry, its value and its ``(bytes, records)``.
+    Two dicts, not an object per entry: 200k long-lived tracked objects per snapshot
+    were what the collector then walked (the (bytes, int) runs it untracks)."""
+
+    value: object
+    values: dict[Hashable, object]
+    runs: dict[Hashable, tuple[bytes, int]]
+
+
+_Remembered = _Encoded | _EncodedMap
 
 
 class SnapshotEncoder:
@@ -87,29 +138,41 @@ class SnapshotEncoder:
     """
 
     def __init__(self) -> None:
-        self._pieces: dict[Hashable, _Encoded] = {}
+        self._pieces: dict[Hashable, _Remembered] = {}
         self.reused = 0
         """Pieces whose bytes were reused, over all snapshots."""
         self.encoded = 0
         """Pieces encoded afresh, over all snapshots."""
 
-    def encode(self, image: MetadataImage, name: str = "snapshot") -> tuple[bytes, SnapshotInfo]:
-        """Like :func:`encode_snapshot` (the same records), reusing unchanged pieces."""
-        data, records = _frames(image.provenance, self.record_bytes(image))
+    def encode(
+        self,
+        image: MetadataImage,
+        name: str = "snapshot",
+        *,
+        pause: Callable[[], object] | None = None,
+    ) -> tuple[bytes, SnapshotInfo]:
+        """Like :func:`encode_snapshot` (the same records), reusing unchanged pieces.
+
+        ``pause`` is called after every ``SNAPSHOT_SLICE_SECONDS`` of encoding: in a
+        worker thread, :func:`event_loop_turn` (see there)."""
+        runs = self.record_bytes(image)
+        if pause is not None:
+            runs = _pausing(runs, pause, SNAPSHOT_SLICE_SECONDS)
+        data, records = _frames(image.provenance, runs)
         return data, SnapshotInfo(image.provenance, len(data), records, name)
 
     def record_bytes(self, image: MetadataImage) -> Iterator[tuple[bytes, int]]:
         """``image.write()`` encoded record by record, as ``(bytes, records)`` runs. Once
         fully consumed, the pieces seen replace the remembered ones."""
-        seen: dict[Hashable, _Encoded] = {}
+        seen: dict[Hashable, _Remembered] = {}
         yield from self._parts(image.write_pieces(), self._pieces, seen)
         self._pieces = seen
 
     def _parts(
         self,
         parts: Iterable[Part],
-        known: dict[Hashable, _Encoded],
-        seen: dict[Hashable, _Encoded],
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
     ) -> Iterator[tuple[bytes, int]]:
         """``parts`` encoded: records afresh, pieces from ``known`` while unchanged (what
         was used goes into ``seen``, to be known next time)."""
@@ -124,45 +187,55 @@ class SnapshotEncoder:
                 yield encode_record(part), 1  # type: ignore[arg-type]  # a record
 
     def _map_piece(
-        self, piece: MapPiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
+        self,
+        piece: MapPiece,
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
     ) -> Iterator[tuple[bytes, int]]:
         """A map's entries, each reused while it is the same object (all of them while
         the map is); remembered as the map and its entries' bytes, in key order."""
         before = known.get(piece.key)
-        if before is not None and before.value is piece.value:
-            self.reused += len(before.parts)
+        if isinstance(before, _EncodedMap) and before.value is piece.value:
+            self.reused += len(before.runs)
             seen[piece.key] = before
-            for kept in before.parts.values():
-                yield kept.data, kept.records
+            yield from before.runs.values()
             return
-        old = before.parts if before is not None else {}
-        entries: dict[Hashable, _Encoded] = {}
+        old_values, old_runs = (
+            (before.values, before.runs) if isinstance(before, _EncodedMap) else ({}, {})
+        )
+        values: dict[Hashable, object] = {}
+        runs: dict[Hashable, tuple[bytes, int]] = {}
         encode, args = piece.encoded, piece.args
         reused = 0
         for key, value in piece.items():
-            entry = old.get(key)
-            if entry is None or entry.value is not value:
-                data, records = encode(key, value, *args)
-                entry = _Encoded(value, data, records, {})
-            else:
+            if old_values.get(key) is value:
+                run = old_runs[key]
                 reused += 1
-            entries[key] = entry
-            yield entry.data, entry.records
+            else:
+                run = encode(key, value, *args)
+            values[key] = value
+            runs[key] = run
+            yield run
         self.reused += reused
-        self.encoded += len(entries) - reused
-        seen[piece.key] = _Encoded(piece.value, b"", 0, entries)
+        self.encoded += len(runs) - reused
+        seen[piece.key] = _EncodedMap(piece.value, values, runs)
 
     def _piece(
-        self, piece: ImagePiece, known: dict[Hashable, _Encoded], seen: dict[Hashable, _Encoded]
+        self,
+        piece: ImagePiece,
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
     ) -> _Encoded:
         before = known.get(piece.key)
+        if not isinstance(before, _Encoded):
+            before = None
         if before is not None and (
             before.value is piece.value or (piece.by_value and before.value == piece.value)
         ):
             self.reused += 1
         else:
             self.encoded += 1
-            parts: dict[Hashable, _Encoded] = {}
+            parts: dict[Hashable, _Remembered] = {}
             if piece.encoded is not None:
                 data, records = piece.encoded(*piece.args)
             else:
