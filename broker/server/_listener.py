@@ -33,7 +33,6 @@ from broker._logging import get_logger
 from broker._tasks import Notifier, single_cause
 from broker.cache import DEFAULT_LISTENER, MetadataCache, MetadataRequest
 from broker.errors import ConfigurationError, ListenError, ProtocolError
-from broker.metadata import MetadataImage
 from broker.server._metadata_wire import wire_metadata_key
 from broker.server._protocol import (
     API_VERSIONS,
@@ -407,11 +406,11 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             return self._finish(api_key, version, correlation_id, answer, started)
         request = self._metadata_request(body, version)
         with self.cache.lease() as image:
+            answers = self.cache.answers(image, self.listener_name)
+            wire = image.derived(self._wire_key)
             if request.wants_all_topics:
-                answers = self.cache.answers(image, self.listener_name)
-                wire = image.derived(self._wire_key)
                 yield from wire.prepare_all_topics(image, answers, version, slice_seconds)
-            answer = self._metadata(image, request)
+            answer = wire.body(image, answers, request, self.cache.rng)
         return self._finish(api_key, version, correlation_id, answer, started)
 
     def _finish(
@@ -456,11 +455,6 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             return metadata_request(body, version)
         except ValueError as error:
             raise ProtocolError(f"invalid Metadata request: {error}") from None
-
-    def _metadata(self, image: MetadataImage, request: MetadataRequest) -> bytes:
-        answers = self.cache.answers(image, self.listener_name)
-        wire = image.derived(self._wire_key)
-        return wire.body(image, answers, request, self.cache.rng)
 
     def statistics(self) -> ListenerStatistics:
         """The listener's connections, requests, latencies and bytes now."""
