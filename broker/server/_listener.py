@@ -15,6 +15,7 @@ connections and lets in-flight requests finish (within ``shutdown_grace`` second
 from __future__ import annotations
 
 import errno
+import math
 import socket
 import struct
 import time
@@ -68,7 +69,6 @@ _INT32 = struct.Struct(">i")
 ANSWER_SLICE_SECONDS = 0.002
 """Work an all-topics answer does per turn of the event loop when its fragments must be
 built (after a delta that touched many topics): other connections are served between."""
-_NO_PAUSES = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +372,7 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
 
     def respond(self, frame: bytes) -> bytes:
         """The response frame for one request frame (sync: one lease per answer)."""
-        steps = self._answer(frame, _NO_PAUSES)
+        steps = self._answer(frame, math.inf)
         try:
             while True:
                 next(steps)

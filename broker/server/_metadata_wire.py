@@ -14,6 +14,7 @@ tagged fields); tests check every version byte for byte against kio's encoder.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 import threading
@@ -205,8 +206,6 @@ class _AllTopics(NamedTuple):
     dirty: frozenset[UUID]
 
 
-_NO_PAUSES = float("inf")
-
 _DIRTY_FRACTION = 0.5
 """Carried entries are dropped once more than this fraction of the topics is dirty."""
 
@@ -336,7 +335,7 @@ class WireMetadata:
         if request.wants_all_topics:
             topics = self._all_topics.get(version)
             if topics is None:
-                for _ in self.prepare_all_topics(image, answers, version, _NO_PAUSES):
+                for _ in self.prepare_all_topics(image, answers, version, math.inf):
                     pass
                 topics = self._all_topics[version]
         else:
