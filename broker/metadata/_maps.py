@@ -35,6 +35,8 @@ class Reject(Exception):
 
 def sorted_items(mapping: Map[K, V], key: Callable[[K], Any] | None = None) -> list[tuple[K, V]]:
     """Items in a stable order, for ``write()`` and responses."""
+    if not mapping:  # most streams have no stream objects: 100k calls per snapshot
+        return []
     order: Callable[[tuple[K, V]], Any] = (
         (lambda kv: key(kv[0])) if key is not None else (lambda kv: kv[0])
     )
