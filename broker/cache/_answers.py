@@ -186,7 +186,9 @@ class _Stale(NamedTuple):
     (None: the topic's partitions themselves changed, redo all); so must every partition
     that names one of ``brokers``, whose view changed."""
 
-    answer: _TopicAnswer
+    metadata: TopicMetadata
+    """The answer; not the topic image it was computed from, which a stale answer would
+    keep alive (with the partitions the deltas replaced) until the topic is asked for."""
     partitions: frozenset[int] | None
     brokers: frozenset[int]
 
@@ -197,7 +199,7 @@ class _Stale(NamedTuple):
             redo = self.partitions | partitions
             if len(redo) > _PRECISE:  # not worth tracking: redo all of them
                 redo = None
-        return _Stale(self.answer, redo, self.brokers | brokers)
+        return _Stale(self.metadata, redo, self.brokers | brokers)
 
 
 _PRECISE = 64
@@ -311,7 +313,9 @@ class ImageAnswers:
                         continue
                     answer = memo_changes.pop(topic_id, None)
                     if answer is not None:
-                        stale_changes[topic_id] = _Stale(answer, partitions, changed_brokers)
+                        stale_changes[topic_id] = _Stale(
+                            answer.metadata, partitions, changed_brokers
+                        )
                     elif (old := stale_changes.get(topic_id)) is not None:
                         stale_changes[topic_id] = old.merged(partitions, changed_brokers)
                 memo, stale = memo_changes.finish(), stale_changes.finish()
@@ -349,7 +353,7 @@ class ImageAnswers:
         registrations = topic.partitions
         topic_id = topic.id
         ordered = sorted(registrations)
-        old = stale.answer.metadata.partitions if stale is not None else ()
+        old = stale.metadata.partitions if stale is not None else ()
         redo = stale.partitions if stale is not None else None
         if (
             stale is not None
@@ -366,8 +370,8 @@ class ImageAnswers:
                 if partition_id in redo or (brokers and _names_any(registration, brokers)):
                     partitions[i] = self._partition(version, topic_id, partition_id, registration)
                     redone += 1
-            if not redone and stale.answer.topic.name == topic.name:
-                return _TopicAnswer(topic, stale.answer.metadata)  # the same answer object
+            if not redone and stale.metadata.name == topic.name:
+                return _TopicAnswer(topic, stale.metadata)  # the same answer object
         else:
             partitions = [
                 self._partition(version, topic_id, partition_id, registrations[partition_id])

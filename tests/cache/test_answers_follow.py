@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import sys
 import uuid
 import weakref
 
@@ -232,4 +233,20 @@ def test_derived_state_keeps_no_dead_image_alive() -> None:
     gc.collect()
     assert old() is None  # the new image's answers do not hold the old image
     assert all_topics(new)[1].partitions[0].leader_id == 2
+    new.release()
+
+
+def test_a_stale_answer_keeps_no_replaced_topic_alive() -> None:
+    """A topic not asked for after a delta changed it keeps its old answer for reuse;
+    the topic image it answered (with the partitions the delta replaced) must go with
+    the image that held it."""
+    image = replay_records(cluster(), P)
+    all_topics(image)
+    replaced = image.topics.by_id[T1]
+    new = after(image, PartitionChangeRecord(partition_id=0, topic_id=T1, isr=(1,)))
+    image.release()
+    del image
+    gc.collect()
+    assert sys.getrefcount(replaced) == 2  # this frame's name and the call's argument
+    assert all_topics(new)[0].partitions[0].isr_nodes == (1,)
     new.release()
