@@ -4,10 +4,10 @@
 yields the same records in the same order, except that the parts that grow with the
 cluster come as pieces: an :class:`ImagePiece` (a topic, a chunk of the KV map) is a
 stable key, the persistent object itself, and how to write it (records, or smaller
-pieces); a :class:`MapPiece` (the streams, a topic's partitions) is a map whose entries
-an encoder packs straight from their values, without a record or an object per entry.
-Consecutive images share every untouched object, so an encoder that remembers the
-bytes it wrote per image piece reuses them whenever the piece is still the same object.
+pieces); a :class:`MapPiece` (the streams, a topic's partitions) is a map whose every
+entry is such a piece, without an object per entry. Consecutive images share every
+untouched object, so an encoder that remembers the bytes it wrote per key reuses them
+whenever the piece is still the same object, and builds records only for what changed.
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ class ImagePiece(NamedTuple):
 
 class MapPiece(NamedTuple):
     """A map written entry by entry in key order, each entry as
-    ``write(key, value, *args)``, or packed as ``encoded(key, value, *args)``.
+    ``write(key, value, *args)``: one piece per entry, unchanged while the entry's value
+    is the same object (and all of them while ``value``, the map, is).
 
-    For the maps that grow with the cluster (100k streams): an encoder walks the entries
-    with no object per entry, and remembers no entry (see ``SnapshotEncoder``)."""
+    The flat form of an :class:`ImagePiece` per entry for the maps that grow with the
+    cluster (100k streams): an encoder walks the entries with no object per entry."""
 
     key: Hashable
     """Unique among its siblings."""

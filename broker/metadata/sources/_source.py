@@ -111,30 +111,38 @@ class _Encoded(NamedTuple):
     value: object
     data: bytes
     records: int
-    parts: dict[Hashable, _Encoded]
+    parts: dict[Hashable, _Remembered]
+
+
+class _EncodedMap(NamedTuple):
+    """A map piece as last encoded: per entry, its value and its ``(bytes, records)``.
+    Two dicts, not an object per entry: 200k long-lived tracked objects per snapshot
+    were what the collector then walked (the (bytes, int) runs it untracks)."""
+
+    value: object
+    values: dict[Hashable, object]
+    runs: dict[Hashable, tuple[bytes, int]]
+
+
+_Remembered = _Encoded | _EncodedMap
 
 
 class SnapshotEncoder:
-    """Encodes images as snapshots, reusing the bytes of every image piece (a topic, a
-    chunk of the KV map) that is the same object as in the image it encoded before.
+    """Encodes images as snapshots, reusing the bytes of every topic, partition and
+    stream that is the same object as in the image it encoded before.
 
     Consecutive images share all they did not change, so a snapshot of a large cluster
-    under churn builds records only for the topics that changed since the last one.
-    It remembers one image's pieces (bytes and the piece objects, not images: nothing
-    stays leased). Map pieces (a topic's partitions, the streams) are encoded entry by
-    entry every time and remembered only inside their parent piece: remembering each
-    entry cost more memory than the image holds (about 600 bytes per partition and
-    stream at 100k, plus the replaced entries it kept alive) to save a quarter of an
-    encode that runs in a worker thread. Not for concurrent use: a log encodes one
-    snapshot at a time.
+    under churn builds and encodes records only for what changed since the last one.
+    It remembers one image's pieces (bytes, not images: nothing stays leased). Not for
+    concurrent use: a log encodes one snapshot at a time.
     """
 
     def __init__(self) -> None:
-        self._pieces: dict[Hashable, _Encoded] = {}
+        self._pieces: dict[Hashable, _Remembered] = {}
         self.reused = 0
         """Pieces whose bytes were reused, over all snapshots."""
         self.encoded = 0
-        """Pieces and map entries encoded afresh, over all snapshots."""
+        """Pieces encoded afresh, over all snapshots."""
 
     def encode(
         self,
@@ -156,15 +164,15 @@ class SnapshotEncoder:
     def record_bytes(self, image: MetadataImage) -> Iterator[tuple[bytes, int]]:
         """``image.write()`` encoded record by record, as ``(bytes, records)`` runs. Once
         fully consumed, the pieces seen replace the remembered ones."""
-        seen: dict[Hashable, _Encoded] = {}
+        seen: dict[Hashable, _Remembered] = {}
         yield from self._parts(image.write_pieces(), self._pieces, seen)
         self._pieces = seen
 
     def _parts(
         self,
         parts: Iterable[Part],
-        known: dict[Hashable, _Encoded],
-        seen: dict[Hashable, _Encoded],
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
     ) -> Iterator[tuple[bytes, int]]:
         """``parts`` encoded: records afresh, pieces from ``known`` while unchanged (what
         was used goes into ``seen``, to be known next time)."""
@@ -174,33 +182,60 @@ class SnapshotEncoder:
                 encoded = self._piece(part, known, seen)  # type: ignore[arg-type]
                 yield encoded.data, encoded.records
             elif kind is MapPiece:
-                yield from self._map_piece(part)  # type: ignore[arg-type]
+                yield from self._map_piece(part, known, seen)  # type: ignore[arg-type]
             else:
                 yield encode_record(part), 1  # type: ignore[arg-type]  # a record
 
-    def _map_piece(self, piece: MapPiece) -> Iterator[tuple[bytes, int]]:
-        """A map's entries, each encoded from its value."""
+    def _map_piece(
+        self,
+        piece: MapPiece,
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
+    ) -> Iterator[tuple[bytes, int]]:
+        """A map's entries, each reused while it is the same object (all of them while
+        the map is); remembered as the map and its entries' bytes, in key order."""
+        before = known.get(piece.key)
+        if isinstance(before, _EncodedMap) and before.value is piece.value:
+            self.reused += len(before.runs)
+            seen[piece.key] = before
+            yield from before.runs.values()
+            return
+        old_values, old_runs = (
+            (before.values, before.runs) if isinstance(before, _EncodedMap) else ({}, {})
+        )
+        values: dict[Hashable, object] = {}
+        runs: dict[Hashable, tuple[bytes, int]] = {}
         encode, args = piece.encoded, piece.args
-        count = 0
+        reused = 0
         for key, value in piece.items():
-            yield encode(key, value, *args)
-            count += 1
-        self.encoded += count
+            if old_values.get(key) is value:
+                run = old_runs[key]
+                reused += 1
+            else:
+                run = encode(key, value, *args)
+            values[key] = value
+            runs[key] = run
+            yield run
+        self.reused += reused
+        self.encoded += len(runs) - reused
+        seen[piece.key] = _EncodedMap(piece.value, values, runs)
 
     def _piece(
         self,
         piece: ImagePiece,
-        known: dict[Hashable, _Encoded],
-        seen: dict[Hashable, _Encoded],
+        known: dict[Hashable, _Remembered],
+        seen: dict[Hashable, _Remembered],
     ) -> _Encoded:
         before = known.get(piece.key)
+        if not isinstance(before, _Encoded):
+            before = None
         if before is not None and (
             before.value is piece.value or (piece.by_value and before.value == piece.value)
         ):
             self.reused += 1
         else:
             self.encoded += 1
-            parts: dict[Hashable, _Encoded] = {}
+            parts: dict[Hashable, _Remembered] = {}
             if piece.encoded is not None:
                 data, records = piece.encoded(*piece.args)
             else:
