@@ -29,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import aetcd
@@ -54,7 +53,6 @@ from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
     SnapshotInfo,
-    event_loop_turn,
     next_batch,
     take_batches,
 )
@@ -386,8 +384,7 @@ class EtcdRecordLog(anyio.AsyncContextManagerMixin):
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Write ``image`` as chunks and a manifest (the encoding in a worker thread)."""
         name = f"{self.name}@{image.offset}"
-        encode = partial(self._snapshot_encoder.encode, image, name, pause=event_loop_turn)
-        data, info = await anyio.to_thread.run_sync(encode)
+        data, info = await self._snapshot_encoder.encode_in_worker(image, name)
         chunks = [
             data[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(data), SNAPSHOT_CHUNK_BYTES)
         ]

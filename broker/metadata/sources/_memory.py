@@ -13,9 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 
-import anyio
 from anyio.lowlevel import checkpoint
 
 from broker._tasks import Notifier
@@ -26,7 +24,6 @@ from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
     SnapshotInfo,
-    event_loop_turn,
     next_batch,
     take_batches,
 )
@@ -206,8 +203,7 @@ class InMemoryRecordSource:
     async def save_snapshot(self, image: MetadataImage) -> SnapshotInfo:
         """Keep ``image`` as the newest encoded snapshot (and the one before it)."""
         name = f"{self._name}@{image.offset}"
-        encode = partial(self._snapshot_encoder.encode, image, name, pause=event_loop_turn)
-        data, info = await anyio.to_thread.run_sync(encode)
+        data, info = await self._snapshot_encoder.encode_in_worker(image, name)
         self._snapshots.append((name, image.provenance, data))
         del self._snapshots[:-2]
         return info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import anyio
@@ -160,6 +161,15 @@ class SnapshotEncoder:
             runs = _pausing(runs, pause, SNAPSHOT_SLICE_SECONDS)
         data, records = _frames(image.provenance, runs)
         return data, SnapshotInfo(image.provenance, len(data), records, name)
+
+    async def encode_in_worker(
+        self, image: MetadataImage, name: str = "snapshot"
+    ) -> tuple[bytes, SnapshotInfo]:
+        """:meth:`encode` in a worker thread, with a turn of the event loop between
+        slices (:func:`event_loop_turn`): what a log's ``save_snapshot`` awaits. The
+        caller holds ``image`` until this returns."""
+        encode = partial(self.encode, image, name, pause=event_loop_turn)
+        return await anyio.to_thread.run_sync(encode)
 
     def record_bytes(self, image: MetadataImage) -> Iterator[tuple[bytes, int]]:
         """``image.write()`` encoded record by record, as ``(bytes, records)`` runs. Once
