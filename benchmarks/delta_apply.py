@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from broker import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
-from broker.metadata.pipeline._collection import freeze_now, records_applied
+from broker.metadata.pipeline._collection import collection_paused, freeze_new, freeze_now
 from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,
@@ -219,11 +219,17 @@ def measure_replay(
             for _ in range(records // per_image):
                 group = changes(rng, topics, per_image)
                 started = time.perf_counter()
-                new = next_image(image, group)
+                if managed:  # what the loader does: a freeze after the batch's replay,
+                    # and the apply with the collector paused, then a freeze
+                    delta = MetadataDelta(image)
+                    delta.replay_all(group)
+                    freeze_new()
+                    with collection_paused():
+                        new = delta.apply(Provenance(image.offset + per_image, 1, 0))
+                else:
+                    new = next_image(image, group)
                 image.release()
                 image = new
-                if managed:
-                    records_applied(per_image)  # what the loader does after each image
                 elapsed += time.perf_counter() - started
         finally:
             image.release()

@@ -40,7 +40,7 @@ from anyio.lowlevel import checkpoint
 
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
 from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
-from broker.metadata.pipeline._collection import records_applied
+from broker.metadata.pipeline._collection import collection_paused, freeze_new
 from broker.metadata.records import RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
 from broker.metadata.sources._source import take_batches
@@ -72,10 +72,11 @@ def replay_alone(batches: list[RecordBatch], per_image: int) -> tuple[float, int
         delta = MetadataDelta(image)
         for batch in group:
             delta.replay_all(batch.records, batch.base_offset)
+            freeze_new()  # what the loader does after each batch
         last = group[-1]
-        new = delta.apply(Provenance(last.last_offset, last.epoch, last.append_time_ms))
+        with collection_paused():  # and around each apply
+            new = delta.apply(Provenance(last.last_offset, last.epoch, last.append_time_ms))
         image.release()
-        records_applied(delta.records)  # what the loader does after each image
         image = new
         images += 1
     image.release()

@@ -1,5 +1,6 @@
-"""The loader keeps the cyclic collector off the image heap: freezes at catch-up, after
-snapshot loads and every so many records; a switch turns it off."""
+"""The loader keeps the cyclic collector off the image heap: it freezes what each batch
+and each apply allocated, collects young garbage at catch-up and after snapshot loads,
+and the whole heap once it grew enough; a switch turns it off."""
 
 from __future__ import annotations
 
@@ -65,13 +66,60 @@ async def test_manage_gc_false_leaves_the_collector_alone() -> None:
     assert gc.get_freeze_count() == 0
 
 
-async def test_applied_records_refreeze_every_so_often(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collection, "REFREEZE_RECORDS", 10)
-    before = gc_statistics().freezes
-    async with MetadataPipeline(seeded_source(100), max_records_per_image=5) as pipeline:
+def frozen(obj: object) -> bool:
+    """Tracked by the collector, yet in none of its generations: frozen."""
+    return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())
+
+
+async def test_what_each_image_allocated_is_frozen_at_once() -> None:
+    source = seeded_source(0)
+    async with MetadataPipeline(source) as pipeline:
         await pipeline.loader.wait_caught_up()
-        assert gc_statistics().freezes - before >= 10  # 105 records, every 10, + catch-up
-        assert gc_statistics().records_since_freeze < 10
+        before = gc_statistics().freezes
+        for leader in (1, 2, 3):
+            await source.append([PartitionChangeRecord(partition_id=0, topic_id=A, leader=leader)])
+        with await pipeline.wait_for_offset(source.next_offset - 1) as image:
+            topic = image.topics.by_id[A]
+            assert topic.partitions[0].leader == 3
+            assert frozen(topic)
+            assert frozen(topic.partitions[0])
+        assert gc_statistics().freezes - before >= 3  # a batch and an image each
+
+
+def test_an_apply_runs_with_the_collector_paused() -> None:
+    assert gc.isenabled()
+    with collection.collection_paused():
+        assert not gc.isenabled()
+        made = [Cycle()]
+    assert gc.isenabled()
+    assert frozen(made)
+    gc.disable()
+    try:
+        with collection.collection_paused():
+            pass
+        assert not gc.isenabled()  # the application's own choice stands
+    finally:
+        gc.enable()
+
+
+def test_cycles_frozen_young_are_freed_once_the_heap_grew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    garbage = Cycle()
+    ref = weakref.ref(garbage)
+    del garbage
+    collection.freeze_new()  # no collection: the young cycle is frozen with the rest
+    gc.collect()
+    assert ref() is not None
+    full = gc_statistics().full_collections
+    collection.freeze_new()  # neither the heap grew by half, nor did time pass
+    assert gc_statistics().full_collections == full
+    monkeypatch.setattr(collection, "CHECK_EVERY", 0.0)
+    monkeypatch.setattr(collection, "HEAP_GROWTH", -1.0)  # any heap has "grown"
+    collection.freeze_new()
+    assert ref() is None
+    assert gc_statistics().full_collections == full + 1
+    assert gc.get_freeze_count() > 0  # and what is alive is frozen again
 
 
 def test_switching_off_unfreezes_and_stops_freezing() -> None:
@@ -82,7 +130,9 @@ def test_switching_off_unfreezes_and_stops_freezing() -> None:
     assert gc.get_freeze_count() == 0
     before = gc_statistics().freezes
     collection.freeze_now()
-    collection.records_applied(10**9)
+    collection.freeze_new()
+    with collection.collection_paused():
+        assert gc.isenabled()
     assert gc_statistics().freezes == before
     assert gc.get_freeze_count() == 0
 

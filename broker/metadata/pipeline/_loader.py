@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +34,7 @@ from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import ConfigurationError, LoaderHaltedError, ReplayError, SnapshotRequiredError
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
-from broker.metadata.pipeline._collection import freeze_now, records_applied
+from broker.metadata.pipeline._collection import collection_paused, freeze_new, freeze_now
 from broker.metadata.pipeline._publisher import MetadataPublisher
 from broker.metadata.pipeline._updates import LoadManifest
 from broker.metadata.records import (
@@ -287,6 +287,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 self._records += len(batch.records)
                 self._records_read += len(batch.records)
                 provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
+                if self.manage_gc:
+                    freeze_new()  # the batch's registrations: out of young collections' way
                 # A source with data at hand returns at once, and one read can hold
                 # thousands of records: yield after every batch so the loader never
                 # keeps the event loop to itself for a whole read, let alone a catch-up.
@@ -353,7 +355,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
     async def _commit(self, delta: MetadataDelta, provenance: Provenance, group: _Group) -> None:
         if group.batches == 0 and delta.records == 0:
             return
-        image = delta.apply(provenance)
+        with collection_paused() if self.manage_gc else nullcontext():
+            image = delta.apply(provenance)
         manifest = LoadManifest(
             "log",
             provenance,
@@ -377,11 +380,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             # The loader's own reference moves to the new image only after hand-off.
             old, self._image = self._image, image
             old.release()
-        if self.manage_gc:
-            if manifest.source == "snapshot":
-                freeze_now()
-            else:
-                records_applied(manifest.records)
+        if self.manage_gc and manifest.source == "snapshot":
+            freeze_now()
 
     async def _maybe_open_gate(
         self, update: tuple[MetadataDelta, MetadataImage, LoadManifest] | None
