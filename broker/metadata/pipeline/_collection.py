@@ -11,15 +11,19 @@ counting frees them), so walking them finds nothing.
 The loader therefore *freezes* what it allocated (``gc.freeze()``: the collector ignores
 those objects from then on) as it goes: after each batch it replays and after each image
 it applies, with the collector paused during the apply itself. A freeze without a
-collection costs nothing, whatever the heap's size. Where a collection is due anyway
+collection moves a few list links, whatever the heap's size. Where a collection is due anyway
 (once caught up, after a snapshot load) the young generations are collected first.
 
-Frozen objects are still freed by reference counting; only reference *cycles* wait, for
-the next collection of the whole heap (unfreeze, collect, freeze). One runs once the
-heap grew by ``HEAP_GROWTH`` since the last one (CPython's own rule for full
-collections, with a wider margin), and at the latest every ``UNFREEZE_AFTER`` seconds.
-So an application's cyclic garbage is still freed, at a bounded cost in memory, and the
-image heap is walked only when it grew by half or the timer fired.
+Frozen objects are still freed by reference counting; only reference *cycles* wait.
+Young collections still run between freezes (an application that allocates heavily
+reaches the young threshold between two batches), so what a freeze catches of an
+application's cyclic garbage is what became garbage since the last young collection.
+That waits for the next collection of the whole heap (unfreeze, collect, freeze). One
+runs once the heap (``sys.getallocatedblocks()``) doubled since the last one, or since
+a loader caught up (``HEAP_GROWTH``; CPython's own rule for full collections, with a
+wider margin), and at the latest every ``UNFREEZE_AFTER`` seconds. So a steady heap is
+walked every ten minutes, and a growing one as often as it doubles; a catch-up, which
+grows the heap with the image, does not count.
 
 Process-wide by nature (the collector is): several loaders share one schedule. Turn it
 off with ``MetadataLoader(manage_gc=False)`` (or ``MetadataPipeline``), or globally
@@ -47,7 +51,7 @@ __all__ = [
 
 logger = get_logger(__name__)
 
-HEAP_GROWTH = 0.5
+HEAP_GROWTH = 1.0
 """Growth of the heap (allocated blocks) since the last whole-heap collection that calls
 for the next one."""
 UNFREEZE_AFTER = 600.0
@@ -132,24 +136,31 @@ def _collect_and_freeze(s: _Schedule, whole_heap: bool) -> None:
     logger.debug("gc_frozen", seconds=round(pause, 4), whole_heap=whole_heap)
 
 
-def _whole_heap_due(s: _Schedule, now: float) -> bool:
+def _whole_heap_due(s: _Schedule, now: float, *, growth: bool) -> bool:
     if now - s.last_full >= UNFREEZE_AFTER:
         return True
-    return sys.getallocatedblocks() > s.blocks_at_full * (1 + HEAP_GROWTH)
+    return growth and sys.getallocatedblocks() > s.blocks_at_full * (1 + HEAP_GROWTH)
 
 
 def freeze_now() -> None:
     """Collect the young generations, then freeze what is alive (the whole heap instead,
-    when a whole-heap collection is due)."""
+    when the timer says so).
+
+    For the moments an image was just built in bulk (a catch-up, a snapshot load): the
+    heap grew with the image, not with garbage, so its size now is the baseline the
+    next whole-heap collection waits to see doubled.
+    """
     s = _schedule
     with s.lock:
         if s.enabled:
-            _collect_and_freeze(s, _whole_heap_due(s, time.monotonic()))
+            _collect_and_freeze(s, _whole_heap_due(s, time.monotonic(), growth=False))
+            s.blocks_at_full = max(s.blocks_at_full, sys.getallocatedblocks())
 
 
-def freeze_new() -> None:
+def freeze_new(*, catching_up: bool = False) -> None:
     """Freeze what was allocated since the last freeze, without a collection; now and
-    then, collect the whole heap first when it is due."""
+    then, collect the whole heap first when it is due. A loader still catching up
+    grows the heap with its image: its freezes do not count that as growth."""
     s = _schedule
     with s.lock:
         if not s.enabled:
@@ -157,7 +168,7 @@ def freeze_new() -> None:
         now = time.monotonic()
         if now - s.last_check >= CHECK_EVERY:
             s.last_check = now
-            if _whole_heap_due(s, now):
+            if _whole_heap_due(s, now, growth=not catching_up):
                 _collect_and_freeze(s, True)
                 return
         gc.freeze()
@@ -165,12 +176,13 @@ def freeze_new() -> None:
 
 
 @contextmanager
-def collection_paused() -> Iterator[None]:
+def collection_paused(*, catching_up: bool = False) -> Iterator[None]:
     """No collection while the block runs, and what it allocated frozen when it ends.
 
     For an apply: a few milliseconds of allocating long-lived image objects, which a
     young collection would walk for nothing. The collector is turned back on only if it
-    was on when the first of several concurrent blocks began.
+    was on when the first of several concurrent blocks began. ``catching_up`` as for
+    :func:`freeze_new`.
     """
     s = _schedule
     with s.lock:
@@ -186,7 +198,7 @@ def collection_paused() -> Iterator[None]:
         yield
     finally:
         if managed:
-            freeze_new()
+            freeze_new(catching_up=catching_up)
             with s.lock:
                 s.paused -= 1
                 if s.paused == 0 and s.reenable:

@@ -288,7 +288,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 self._records_read += len(batch.records)
                 provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
                 if self.manage_gc:
-                    freeze_new()  # the batch's registrations: out of young collections' way
+                    # the batch's registrations: out of young collections' way
+                    freeze_new(catching_up=not self.caught_up)
                 # A source with data at hand returns at once, and one read can hold
                 # thousands of records: yield after every batch so the loader never
                 # keeps the event loop to itself for a whole read, let alone a catch-up.
@@ -355,7 +356,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
     async def _commit(self, delta: MetadataDelta, provenance: Provenance, group: _Group) -> None:
         if group.batches == 0 and delta.records == 0:
             return
-        with collection_paused() if self.manage_gc else nullcontext():
+        paused = collection_paused(catching_up=not self.caught_up)
+        with paused if self.manage_gc else nullcontext():
             image = delta.apply(provenance)
         manifest = LoadManifest(
             "log",
