@@ -189,12 +189,9 @@ class MetadataDelta:
                 "a snapshot delta must be finished (finish_snapshot()) before apply()"
             )
         base = self._image
-        parts = {
-            name: (
-                part.apply() if (part := self._parts.get(name)) is not None else getattr(base, name)
-            )
-            for name in SUB_IMAGES
-        }
+        parts = base.sub_images()
+        for name, part in self._parts.items():
+            parts[name] = part.apply()
         image = MetadataImage(provenance, **parts)
         if not self._snapshot:
             image.inherit_derived(base, self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from broker.metadata._cluster import ClusterImage
@@ -81,6 +82,9 @@ SUB_IMAGES = (
 )
 """Sub-image names in ``write()`` order: features first (metadata.version), topics before
 their configs."""
+
+_sub_image_values = attrgetter(*(f"_{name}" for name in SUB_IMAGES))
+"""An image's sub-images in SUB_IMAGES order, unchecked (one C call: apply's hot path)."""
 
 
 class MetadataImage(RefCounted):
@@ -177,7 +181,7 @@ class MetadataImage(RefCounted):
     def sub_images(self) -> dict[str, Any]:
         """Every sub-image by name (checked: raises on a released image)."""
         self.check_live("sub_images")
-        return {name: getattr(self, f"_{name}") for name in SUB_IMAGES}
+        return dict(zip(SUB_IMAGES, _sub_image_values(self), strict=True))
 
     @property
     def is_empty(self) -> bool:
