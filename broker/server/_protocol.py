@@ -86,10 +86,19 @@ _HEADER_START = struct.Struct(">hhi")  # api key, api version, correlation id
 
 
 @cache
+def _request_schema(api_key: int, version: int) -> type[Any]:
+    # kio resolves the schema's dotted path on every call: a tenth of a served request.
+    return load_request_schema(api_key, version)
+
+
+@cache
+def _response_schema(api_key: int, version: int) -> type[Any]:
+    return load_response_schema(api_key, version)
+
+
+@cache
 def _module(api_key: int, version: int, request: bool) -> ModuleType:
-    schema = (
-        load_request_schema(api_key, version) if request else load_response_schema(api_key, version)
-    )
+    schema = _request_schema(api_key, version) if request else _response_schema(api_key, version)
     return sys.modules[schema.__module__]
 
 
@@ -135,7 +144,7 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
         raise ProtocolError(
             f"unsupported version {version} of API key {api_key} (supported {low}-{high})"
         )
-    schema = load_request_schema(api_key, version)
+    schema = _request_schema(api_key, version)
     try:
         header, used = entity_reader(schema.__header_schema__)(frame, 0)
         body, _ = entity_reader(schema)(frame, used)
@@ -152,7 +161,7 @@ def decode_request(frame: bytes) -> tuple[int, int, int, Any]:
 @cache
 def _flexible_header(api_key: int, version: int) -> bool:
     """Whether the response header of this API version carries tagged fields (v1)."""
-    return bool(load_response_schema(api_key, version).__header_schema__.__flexible__)
+    return bool(_response_schema(api_key, version).__header_schema__.__flexible__)
 
 
 def encode_response(api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
@@ -401,7 +410,7 @@ def encode_request(
     api_key: int, version: int, correlation_id: int, body: Any, client_id: str = "broker"
 ) -> bytes:
     """A whole request frame (for tools, tests and benchmarks acting as a client)."""
-    schema = load_request_schema(api_key, version)
+    schema = _request_schema(api_key, version)
     header = schema.__header_schema__(
         request_api_key=i16(api_key),
         request_api_version=i16(version),
@@ -414,7 +423,7 @@ def encode_request(
 
 def decode_response(api_key: int, version: int, frame: bytes) -> tuple[int, Any]:
     """(correlation id, body) of a response frame without its size prefix."""
-    schema = load_response_schema(api_key, version)
+    schema = _response_schema(api_key, version)
     header, used = entity_reader(schema.__header_schema__)(frame, 0)
     body, _ = entity_reader(schema)(frame, used)
     return header.correlation_id, body
