@@ -11,8 +11,9 @@ counting frees them), so walking them finds nothing.
 The loader therefore *freezes* what it allocated (``gc.freeze()``: the collector ignores
 those objects from then on) as it goes: after each batch it replays and after each image
 it applies, with the collector paused during the apply itself. A freeze without a
-collection moves a few list links, whatever the heap's size. Where a collection is due anyway
-(once caught up, after a snapshot load) the young generations are collected first.
+collection moves a few list links, whatever the heap's size. Where a collection is due
+anyway (once caught up, after a snapshot load) the young generations are collected
+first.
 
 Frozen objects are still freed by reference counting; only reference *cycles* wait.
 Young collections still run between freezes (an application that allocates heavily
@@ -58,7 +59,7 @@ UNFREEZE_AFTER = 600.0
 """Seconds after which the whole heap is collected (unfreeze, collect, freeze) anyway."""
 CHECK_EVERY = 0.1
 """Seconds between two looks at the heap's size (a look costs about 30 µs at 100k
-partitions; a freeze costs nothing)."""
+partitions; a freeze, next to nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
