@@ -5,6 +5,7 @@ and the whole heap once it grew enough; a switch turns it off."""
 from __future__ import annotations
 
 import gc
+import math
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -105,16 +106,18 @@ def test_an_apply_runs_with_the_collector_paused() -> None:
 def test_cycles_frozen_young_are_freed_once_the_heap_grew(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Every freeze looks at the heap; neither growth nor the timer is due yet.
+    monkeypatch.setattr(collection, "CHECK_EVERY", 0.0)
+    monkeypatch.setattr(collection, "HEAP_GROWTH", math.inf)
+    monkeypatch.setattr(collection, "UNFREEZE_AFTER", math.inf)
     garbage = Cycle()
     ref = weakref.ref(garbage)
     del garbage
+    full = gc_statistics().full_collections
     collection.freeze_new()  # no collection: the young cycle is frozen with the rest
     gc.collect()
     assert ref() is not None
-    full = gc_statistics().full_collections
-    collection.freeze_new()  # neither the heap grew by half, nor did time pass
     assert gc_statistics().full_collections == full
-    monkeypatch.setattr(collection, "CHECK_EVERY", 0.0)
     monkeypatch.setattr(collection, "HEAP_GROWTH", -1.0)  # any heap has "grown"
     collection.freeze_new(catching_up=True)  # a catch-up grows the heap with its image
     assert gc_statistics().full_collections == full
