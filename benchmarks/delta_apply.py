@@ -91,10 +91,17 @@ def changes(rng: random.Random, topics: list[uuid.UUID], count: int) -> list[Met
     return out
 
 
-def next_image(image: MetadataImage, records: list[MetadataRecord]) -> MetadataImage:
+def next_image(
+    image: MetadataImage, records: list[MetadataRecord], managed: bool = False
+) -> MetadataImage:
+    """The image after ``records`` (``managed``: with what the loader does for the
+    collector, a freeze after the batch's replay and the apply with it paused)."""
     delta = MetadataDelta(image)
     delta.replay_all(records)
-    return delta.apply(Provenance(image.offset + len(records), 1, 0))
+    if managed:
+        freeze_new()
+    with collection_paused() if managed else nullcontext():
+        return delta.apply(Provenance(image.offset + len(records), 1, 0))
 
 
 Key = tuple[uuid.UUID, int]
@@ -232,15 +239,7 @@ def measure_replay(
             for _ in range(records // per_image):
                 group = changes(rng, topics, per_image)
                 started = time.perf_counter()
-                if managed:  # what the loader does: a freeze after the batch's replay,
-                    # and the apply with the collector paused, then a freeze
-                    delta = MetadataDelta(image)
-                    delta.replay_all(group)
-                    freeze_new()
-                    with collection_paused():
-                        new = delta.apply(Provenance(image.offset + per_image, 1, 0))
-                else:
-                    new = next_image(image, group)
+                new = next_image(image, group, managed)
                 image.release()
                 image = new
                 elapsed += time.perf_counter() - started

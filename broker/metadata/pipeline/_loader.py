@@ -356,8 +356,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
     async def _commit(self, delta: MetadataDelta, provenance: Provenance, group: _Group) -> None:
         if group.batches == 0 and delta.records == 0:
             return
-        paused = collection_paused(catching_up=not self.caught_up)
-        with paused if self.manage_gc else nullcontext():
+        with collection_paused(catching_up=not self.caught_up) if self.manage_gc else nullcontext():
             image = delta.apply(provenance)
         manifest = LoadManifest(
             "log",
