@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 import uuid
 
 import pytest
@@ -190,6 +191,33 @@ def test_a_snapshot_encoder_reencodes_only_the_streams_a_delta_changed() -> None
                 encoded, _ = encoder.encode(third)
                 assert (encoder.reused, encoder.encoded) == (59, 32)  # + the new topic
                 assert Snapshot.from_bytes(encoded, name="s").records == tuple(third.write())
+
+
+def test_a_snapshot_encoder_keeps_the_bytes_and_a_few_words_per_map_entry() -> None:
+    """What it remembers for reuse is about the size of the snapshot, not several times
+    the image: at 100k partitions, a dict entry, a tuple and a bytes object per map entry
+    made it larger than the image it encodes."""
+    topic = uuid.UUID(int=1)
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(5000)]
+    records.append(TopicRecord(name="t", topic_id=topic))
+    records += [
+        PartitionRecord(partition_id=p, topic_id=topic, replicas=(1, 2), isr=(1, 2), leader=1)
+        for p in range(5000)
+    ]
+    with Lease(replay_records(records, PROVENANCE)) as image:
+        encoder = SnapshotEncoder()
+        tracemalloc.start()
+        try:
+            encoded, _ = encoder.encode(image)
+            size = len(encoded)
+            del encoded
+            kept = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        entries = 10_000
+        assert kept <= size + 64 * entries
+        encoder.encode(image)  # and what it remembers serves: nothing is encoded again
+        assert (encoder.reused, encoder.encoded) == (5000 + 1, entries + 1)  # streams, topic
 
 
 def test_a_snapshot_encoder_pauses_between_slices_and_writes_the_same_bytes(
