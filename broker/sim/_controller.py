@@ -10,7 +10,8 @@ Same config (seed included) -> same batches, byte for byte; time is simulated.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain, islice
 
 from broker.metadata import MetadataImage
 from broker.metadata.records import (
@@ -114,14 +115,12 @@ class SyntheticController:
         """The port broker ``broker_id`` advertises: its own listener's, if it has one."""
         return self._listener_ports.get(broker_id, DEFAULT_PORT)
 
-    def _batches(self, records: list[MetadataRecord]) -> list[RecordBatch]:
-        batches = []
-        step = self.config.max_records_per_batch
-        for start in range(0, len(records), step):
-            chunk = tuple(records[start : start + step])
-            batches.append(RecordBatch(self.next_offset, self.epoch, self._now(), chunk))
+    def _batches(self, records: Iterable[MetadataRecord]) -> Iterator[RecordBatch]:
+        """``records`` in batches, numbered as they are taken (``records`` may be lazy)."""
+        step, it = self.config.max_records_per_batch, iter(records)
+        while chunk := tuple(islice(it, step)):
+            yield RecordBatch(self.next_offset, self.epoch, self._now(), chunk)
             self.next_offset += len(chunk)
-        return batches
 
     def _node_event_due(self) -> bool:
         last = self._last_node_event
@@ -134,7 +133,7 @@ class SyntheticController:
         records: list[MetadataRecord] = []
         for broker_id in sorted(self.model.brokers):
             records += self._events.register_broker(broker_id)
-        return self._batches(records)
+        return list(self._batches(records))
 
     def bootstrap(self) -> list[RecordBatch]:
         """Features, brokers, their dynamic configs and the initial topics."""
@@ -158,35 +157,39 @@ class SyntheticController:
             records += self._events.create_topic()
             if len(records) >= part_records:
                 whole = len(records) - len(records) % step  # cut only at batch boundaries
-                yield self._batches(records[:whole])
+                yield list(self._batches(records[:whole]))
                 del records[:whole]
         if records:
-            yield self._batches(records)
+            yield list(self._batches(records))
 
-    def churn(self) -> list[RecordBatch]:
+    def churn(self) -> Iterator[RecordBatch]:
         """One churn event: usually one batch, several for large events, never none.
 
+        The event is drawn now; the batches of a large one (every partition of a node)
+        are built as they are taken, and the next event waits until all of them were.
         Before the bootstrap, it returns the bootstrap batches instead.
         """
         if not self._bootstrapped:
-            return self.bootstrap()
+            return iter(self.bootstrap())
         self.events += 1
-        records = self._events.advance_failover()
-        if not records:
+        records = iter(self._events.advance_failover())
+        first = next(records, None)
+        if first is None:
             for _ in range(16):  # an event may not apply right now (no candidate): redraw
                 kind = self._rng.choices(self._kinds, self._weights)[0]
                 if kind in NODE_EVENTS and not self._node_event_due():
                     continue
-                records = self._events.records(kind)
-                if records:
+                records = iter(self._events.records(kind))
+                first = next(records, None)
+                if first is not None:
                     self.event_counts[kind] += 1
                     if kind in NODE_EVENTS:
                         self._last_node_event = self._now()
                     break
             else:
-                records = [NoOpRecord()]
+                first = NoOpRecord()
                 self.event_counts[EventKind.NOOP] += 1
-        return self._batches(records)
+        return self._batches(chain((first,), records))
 
     def batches(self, events: int) -> Iterator[RecordBatch]:
         """Bootstrap (when not done yet) then ``events`` churn events."""

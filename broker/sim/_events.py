@@ -2,6 +2,9 @@
 
 An event that cannot apply right now (no candidate partition, too few live brokers)
 returns no records and leaves the model as it was; the controller then draws another.
+The events that move every partition of a node (a controlled shutdown, a failover and
+its steps) return their records lazily, a partition at a time, as the caller takes
+them: at 100k partitions one is some 40k records, which were all built at once.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import enum
 import json
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from broker.metadata import FAILOVER_KV_KEY, encode_stream_id, meta_stream_key
 from broker.metadata.records import (
@@ -119,7 +122,7 @@ class ChurnEvents:
         self._now = now
         self._host = host
         self._port = port
-        self._generators: dict[EventKind, Callable[[], list[MetadataRecord]]] = {
+        self._generators: dict[EventKind, Callable[[], Iterable[MetadataRecord]]] = {
             EventKind.ELECTION: self.election,
             EventKind.ISR_SHRINK: self.isr_shrink,
             EventKind.ISR_EXPAND: self.isr_expand,
@@ -133,7 +136,7 @@ class ChurnEvents:
             EventKind.NOOP: self.noop,
         }
 
-    def records(self, kind: EventKind) -> list[MetadataRecord]:
+    def records(self, kind: EventKind) -> Iterable[MetadataRecord]:
         """The records of one event of ``kind``; empty when it cannot apply now."""
         return self._generators[kind]()
 
@@ -192,30 +195,29 @@ class ChurnEvents:
             )
         return records
 
-    def controlled_shutdown(self) -> list[MetadataRecord]:
+    def controlled_shutdown(self) -> Iterable[MetadataRecord]:
         """Graceful: leadership and streams move first, then the broker is fenced."""
         model = self.model
         alive = model.alive()
         if len(alive) <= self.config.replication_factor or model.failover is not None:
-            return []
+            return ()
         broker = model.brokers[self.rng.choice(alive)]
         broker.shutting_down = True
-        records: list[MetadataRecord] = [
-            BrokerRegistrationChangeRecord(
-                broker_id=broker.id, broker_epoch=broker.epoch, in_controlled_shutdown=1
-            )
-        ]
-        others = [b for b in alive if b != broker.id]
-        for topic, index, partition in model.led_partitions(broker.id):
+        return self._shut_down(broker, [b for b in alive if b != broker.id])
+
+    def _shut_down(self, broker: BrokerModel, others: list[int]) -> Iterator[MetadataRecord]:
+        yield BrokerRegistrationChangeRecord(
+            broker_id=broker.id, broker_epoch=broker.epoch, in_controlled_shutdown=1
+        )
+        for topic, index, partition in self.model.led_partitions(broker.id):
             isr = [b for b in partition.isr if b != broker.id]
             candidates = [b for b in isr if b in others] or others
             new_leader = candidates[0]
             if new_leader not in isr:
                 isr.append(new_leader)
-            records += self._move_leader(topic, index, new_leader, isr=isr)
+            yield from self._move_leader(topic, index, new_leader, isr=isr)
         broker.fenced = True
-        records.append(FenceBrokerRecord(id=broker.id, epoch=broker.epoch))
-        return records
+        yield FenceBrokerRecord(id=broker.id, epoch=broker.epoch)
 
     def broker_restart(self) -> list[MetadataRecord]:
         """A fenced broker comes back: new epoch, registered fenced, then unfenced."""
@@ -515,31 +517,38 @@ class ChurnEvents:
     # failover: a node dies; its partitions move and its streams are closed, then reopened
     # by the new leaders a few events later (mid-failover in between).
 
-    def failover(self) -> list[MetadataRecord]:
+    def failover(self) -> Iterable[MetadataRecord]:
         """A live node fails: it is fenced, its partitions get new leaders, and the plan
         is stored in the KV map; the streams follow in later steps."""
         model = self.model
         alive = model.alive()
         if model.failover is not None or len(alive) <= self.config.replication_factor:
-            return []
+            return ()
         node = model.brokers[self.rng.choice(alive)]
         led = model.led_partitions(node.id)
         if not led:
-            return []
+            return ()
         others = [b for b in alive if b != node.id]
         target = others[model.failovers_completed % len(others)]  # round-robin, like AutoMQ
         node.fenced = True
+        return self._fail(node, target, led, others)
+
+    def _fail(
+        self,
+        node: BrokerModel,
+        target: int,
+        led: list[tuple[TopicModel, int, PartitionModel]],
+        others: list[int],
+    ) -> Iterator[MetadataRecord]:
         plan = {
             "failedNodeId": node.id,
             "targetNodeId": target,
             "nodeEpoch": node.epoch,
             "status": "WAITING",
         }
-        records: list[MetadataRecord] = [
-            FenceBrokerRecord(id=node.id, epoch=node.epoch),
-            NodeWALMetadataRecord(node_id=node.id, node_epoch=node.epoch, failover_mode=True),
-            KVRecord(key_values=(KeyValue(key=FAILOVER_KV_KEY, value=json.dumps(plan).encode()),)),
-        ]
+        yield FenceBrokerRecord(id=node.id, epoch=node.epoch)
+        yield NodeWALMetadataRecord(node_id=node.id, node_epoch=node.epoch, failover_mode=True)
+        yield KVRecord(key_values=(KeyValue(key=FAILOVER_KV_KEY, value=json.dumps(plan).encode()),))
         moved: list[tuple[uuid.UUID, int]] = []
         for i, (topic, index, partition) in enumerate(led):
             isr = [b for b in partition.isr if b != node.id]
@@ -550,55 +559,53 @@ class ChurnEvents:
             partition.leader = new_leader
             partition.leader_epoch += 1
             partition.isr = isr
-            records.append(
-                PartitionChangeRecord(
-                    partition_id=index, topic_id=topic.id, leader=new_leader, isr=tuple(isr)
-                )
+            yield PartitionChangeRecord(
+                partition_id=index, topic_id=topic.id, leader=new_leader, isr=tuple(isr)
             )
             moved.append((topic.id, index))
-        model.failover = FailoverModel(node.id, target, node.epoch, moved)
-        return records
+        self.model.failover = FailoverModel(node.id, target, node.epoch, moved)
 
-    def advance_failover(self) -> list[MetadataRecord]:
+    def advance_failover(self) -> Iterable[MetadataRecord]:
         """The next step of the failover in flight, when it is due; otherwise nothing."""
         model = self.model
         failover = model.failover
         if failover is None:
-            return []
+            return ()
         failover.wait += 1
         if failover.wait < self.config.failover_steps_apart:
-            return []
+            return ()
         failover.wait = 0
         partitions = [(model.topics[t], i) for t, i in failover.partitions if t in model.topics]
         if failover.step is FailoverStep.LEADERS_MOVED:
             failover.step = FailoverStep.STREAMS_CLOSED
-            records: list[MetadataRecord] = []
-            for topic, index in partitions:
-                stream = topic.partitions[index].stream
-                stream.state = StreamState.CLOSED
-                records.append(
-                    S3StreamRecord(
-                        stream_id=stream.id,
-                        epoch=stream.epoch,
-                        range_index=stream.range_index,
-                        start_offset=stream.start_offset,
-                        state=StreamState.CLOSED,
-                    )
-                )
-            return records or [NoOpRecord()]
+            return self._close_streams(partitions) if partitions else (NoOpRecord(),)
         if failover.step is FailoverStep.STREAMS_CLOSED:
             failover.step = FailoverStep.STREAMS_REOPENED
-            records = []
-            for topic, index in partitions:
-                partition = topic.partitions[index]
-                records += self._reopen_stream(partition, partition.leader)
-            return records or [NoOpRecord()]
+            return self._reopen_streams(partitions) if partitions else (NoOpRecord(),)
         model.failover = None
         model.failovers_completed += 1
-        return [
+        return (
             NodeWALMetadataRecord(node_id=failover.node, node_epoch=failover.node_epoch),
             RemoveKVRecord(keys=(FAILOVER_KV_KEY,)),
-        ]
+        )
+
+    @staticmethod
+    def _close_streams(partitions: list[tuple[TopicModel, int]]) -> Iterator[MetadataRecord]:
+        for topic, index in partitions:
+            stream = topic.partitions[index].stream
+            stream.state = StreamState.CLOSED
+            yield S3StreamRecord(
+                stream_id=stream.id,
+                epoch=stream.epoch,
+                range_index=stream.range_index,
+                start_offset=stream.start_offset,
+                state=StreamState.CLOSED,
+            )
+
+    def _reopen_streams(self, partitions: list[tuple[TopicModel, int]]) -> Iterator[MetadataRecord]:
+        for topic, index in partitions:
+            partition = topic.partitions[index]
+            yield from self._reopen_stream(partition, partition.leader)
 
     def noop(self) -> list[MetadataRecord]:
         """Nothing changes (the controller's NoOp heartbeat)."""

@@ -442,6 +442,12 @@ class Simulation:
                     # before the task group's cancellation reached it.
                     return
                 last = batch.base_offset + len(batch.records) - 1
+                if time.monotonic() - yielded >= CHURN_SLICE:
+                    # A node's event at scale is thousands of batches, built as they are
+                    # taken: a slice at a time, and never far ahead of the loader.
+                    await self._keep_lead(pipeline, last)
+                    await checkpoint()
+                    yielded = time.monotonic()
             self._events += 1
             await self._keep_lead(pipeline, last)
             now = time.monotonic()
