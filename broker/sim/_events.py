@@ -249,13 +249,12 @@ class ChurnEvents:
         kvs: list[KeyValue] = []
         for index in range(self.config.partitions_per_topic):
             start = (model.topic_serial + index) % len(alive)
-            replicas = [alive[(start + i) % len(alive)] for i in range(rf)]
-            stream = StreamModel(model.next_stream_id, 0, 0, 0, 0, replicas[0], ranges=[0])
-            stream.range_starts[0] = 0
-            model.next_stream_id += 1
-            topic.partitions.append(
-                PartitionModel(replicas, list(replicas), replicas[0], 0, stream)
+            replicas = tuple(alive[(start + i) % len(alive)] for i in range(rf))
+            stream = StreamModel(
+                model.next_stream_id, 0, 0, 0, 0, replicas[0], ranges=[0], range_starts=[0]
             )
+            model.next_stream_id += 1
+            topic.partitions.append(PartitionModel(replicas, replicas, replicas[0], 0, stream))
             records.append(
                 PartitionRecord(
                     partition_id=index,
@@ -367,7 +366,7 @@ class ChurnEvents:
             )
         ]
         if isr is not None:
-            partition.isr = list(isr)
+            partition.isr = tuple(isr)
         if new_leader != NO_LEADER:
             records += self._reopen_stream(partition, new_leader)
         return records
@@ -378,8 +377,7 @@ class ChurnEvents:
         stream.range_index += 1
         stream.owner = owner
         stream.state = StreamState.OPENED
-        stream.ranges.append(stream.range_index)
-        stream.range_starts[stream.range_index] = stream.end_offset
+        stream.add_range(stream.range_index, stream.end_offset)
         records: list[MetadataRecord] = [
             S3StreamRecord(
                 stream_id=stream.id,
@@ -397,7 +395,7 @@ class ChurnEvents:
             ),
         ]
         if len(stream.ranges) > RANGES_KEPT:
-            records += self._advance_start(stream, stream.range_starts[stream.ranges[-RANGES_KEPT]])
+            records += self._advance_start(stream, stream.range_starts[-RANGES_KEPT])
         return records
 
     def election(self) -> list[MetadataRecord]:
@@ -422,10 +420,8 @@ class ChurnEvents:
         if not followers:
             return []
         dropped = self.rng.choice(followers)
-        partition.isr = [b for b in partition.isr if b != dropped]
-        return [
-            PartitionChangeRecord(partition_id=index, topic_id=topic.id, isr=tuple(partition.isr))
-        ]
+        partition.isr = tuple(b for b in partition.isr if b != dropped)
+        return [PartitionChangeRecord(partition_id=index, topic_id=topic.id, isr=partition.isr)]
 
     def isr_expand(self) -> list[MetadataRecord]:
         """A live replica catches up and rejoins the ISR."""
@@ -437,10 +433,8 @@ class ChurnEvents:
         missing = [b for b in partition.replicas if b not in partition.isr and b in alive]
         if not missing:
             return []
-        partition.isr = [*partition.isr, self.rng.choice(missing)]
-        return [
-            PartitionChangeRecord(partition_id=index, topic_id=topic.id, isr=tuple(partition.isr))
-        ]
+        partition.isr = (*partition.isr, self.rng.choice(missing))
+        return [PartitionChangeRecord(partition_id=index, topic_id=topic.id, isr=partition.isr)]
 
     # streams -------------------------------------------------------------------------
 
@@ -481,7 +475,7 @@ class ChurnEvents:
                 stream_id=stream.id,
                 epoch=stream.epoch,
                 range_index=stream.range_index,
-                start_offset=stream.range_starts[stream.range_index],
+                start_offset=stream.range_start(stream.range_index),
                 end_offset=end,
                 node_id=stream.owner,
             ),
@@ -508,9 +502,8 @@ class ChurnEvents:
                 state=stream.state,
             )
         )
-        while len(stream.ranges) > 1 and stream.range_starts[stream.ranges[1]] <= new_start:
-            dead = stream.ranges.pop(0)
-            del stream.range_starts[dead]
+        while len(stream.ranges) > 1 and stream.range_starts[1] <= new_start:
+            dead = stream.drop_oldest_range()
             records.append(RemoveRangeRecord(stream_id=stream.id, range_index=dead))
         return records
 
@@ -558,9 +551,9 @@ class ChurnEvents:
                 isr.append(new_leader)
             partition.leader = new_leader
             partition.leader_epoch += 1
-            partition.isr = isr
+            partition.isr = tuple(isr)
             yield PartitionChangeRecord(
-                partition_id=index, topic_id=topic.id, leader=new_leader, isr=tuple(isr)
+                partition_id=index, topic_id=topic.id, leader=new_leader, isr=partition.isr
             )
             moved.append((topic.id, index))
         self.model.failover = FailoverModel(node.id, target, node.epoch, moved)

@@ -83,7 +83,7 @@ class FailoverStep(enum.IntEnum):
     """The new leaders opened the streams with a new epoch; the next step completes."""
 
 
-@dataclass
+@dataclass(slots=True)
 class BrokerModel:
     """A broker as the controller registered it."""
 
@@ -94,9 +94,12 @@ class BrokerModel:
     shutting_down: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamModel:
-    """A partition's meta stream: its ranges and committed objects."""
+    """A partition's meta stream: its ranges and committed objects.
+
+    Lean (slots, parallel lists, no dict): a simulation at 100k partitions holds 100k.
+    """
 
     id: int
     epoch: int
@@ -107,24 +110,38 @@ class StreamModel:
     state: StreamState = StreamState.OPENED
     ranges: list[int] = field(default_factory=list)
     """Indexes of the ranges the stream still has, oldest first."""
-    range_starts: dict[int, int] = field(default_factory=dict)
-    """Start offset by range index."""
+    range_starts: list[int] = field(default_factory=list)
+    """The start offset of each range in ``ranges``, at the same position."""
     objects: list[tuple[int, int, int]] = field(default_factory=list)
     """(object id, start, end), oldest first."""
 
+    def range_start(self, range_index: int) -> int:
+        """The start offset of range ``range_index`` (one the stream still has)."""
+        return self.range_starts[self.ranges.index(range_index)]
 
-@dataclass
+    def add_range(self, range_index: int, start_offset: int) -> None:
+        """A newest range."""
+        self.ranges.append(range_index)
+        self.range_starts.append(start_offset)
+
+    def drop_oldest_range(self) -> int:
+        """Forget the oldest range; returns its index."""
+        del self.range_starts[0]
+        return self.ranges.pop(0)
+
+
+@dataclass(slots=True)
 class PartitionModel:
-    """A partition's replicas, ISR, leader and stream."""
+    """A partition's replicas, ISR, leader and stream (tuples: replaced, never changed)."""
 
-    replicas: list[int]
-    isr: list[int]
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
     leader: int
     leader_epoch: int
     stream: StreamModel
 
 
-@dataclass
+@dataclass(slots=True)
 class TopicModel:
     """A topic and its partitions, indexed by partition id."""
 
@@ -228,8 +245,8 @@ class ClusterModel:
                     break  # not a topic this controller finished creating
                 partitions.append(
                     PartitionModel(
-                        list(registration.replicas),
-                        list(registration.isr),
+                        registration.replicas,
+                        registration.isr,
                         registration.leader,
                         registration.leader_epoch,
                         _stream_model(metadata, registration.leader),
@@ -277,7 +294,7 @@ def _stream_model(metadata: StreamMetadata, leader: int) -> StreamModel:
         metadata.last_range.node_id if metadata.last_range else leader,
         metadata.state,
         [r.range_index for r in metadata.ranges],
-        {r.range_index: r.start_offset for r in metadata.ranges},
+        [r.start_offset for r in metadata.ranges],
         sorted(
             ((o.object_id, o.start_offset, o.end_offset) for o in metadata.objects.values()),
             key=lambda o: o[1],
