@@ -18,6 +18,7 @@ from broker.metadata.records import (
     PartitionChangeRecord,
     PartitionRecord,
     RemoveKVRecord,
+    RemoveS3StreamRecord,
     S3StreamRecord,
     TopicRecord,
 )
@@ -190,6 +191,34 @@ def test_a_snapshot_encoder_reencodes_only_the_streams_a_delta_changed() -> None
             with Lease(delta.apply(PROVENANCE)) as third:  # the streams map is the same
                 encoded, _ = encoder.encode(third)
                 assert (encoder.reused, encoder.encoded) == (59, 32)  # + the new topic
+                assert Snapshot.from_bytes(encoded, name="s").records == tuple(third.write())
+
+
+def test_a_snapshot_encoder_reuses_runs_of_entries_around_changed_added_and_removed_ones() -> None:
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(1000)]
+    encoder = SnapshotEncoder()
+    with Lease(replay_records(records, PROVENANCE)) as first:
+        encoder.encode(first)
+        delta = MetadataDelta(first)
+        delta.replay_all(
+            [
+                S3StreamRecord(stream_id=0, epoch=1),  # the first entry
+                S3StreamRecord(stream_id=500, epoch=1),  # two together
+                S3StreamRecord(stream_id=501, epoch=1),
+                RemoveS3StreamRecord(stream_id=700),
+                S3StreamRecord(stream_id=1500, epoch=0),  # a new last entry
+                S3StreamRecord(stream_id=999, epoch=1),  # and the old last one
+            ]
+        )
+        with Lease(delta.apply(PROVENANCE)) as second:
+            encoded, info = encoder.encode(second)
+            assert (encoder.reused, encoder.encoded) == (995, 1005)
+            assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
+            assert info.records == len(tuple(second.write()))
+            delta = MetadataDelta(second)
+            delta.replay(TopicRecord(name="t", topic_id=uuid.UUID(int=1)))
+            with Lease(delta.apply(PROVENANCE)) as third:  # the same streams map, reused whole
+                encoded, _ = encoder.encode(third)
                 assert Snapshot.from_bytes(encoded, name="s").records == tuple(third.write())
 
 

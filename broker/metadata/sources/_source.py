@@ -131,14 +131,20 @@ class _EncodedMap(NamedTuple):
     counts: array[int]
 
     def runs(self) -> Iterator[tuple[bytes, int]]:
-        """Each entry's ``(bytes, records)``, in key order."""
-        data, start = self.data, 0
-        for end, records in zip(self.ends, self.counts, strict=True):
-            yield data[start:end], records
-            start = end
+        """The entries' ``(bytes, records)`` in key order, ``REUSED_RUN`` entries a run."""
+        data, ends, counts = self.data, self.ends, self.counts
+        start = 0
+        for at in range(0, len(ends), REUSED_RUN):
+            last = min(at + REUSED_RUN, len(ends)) - 1
+            yield data[start : ends[last]], sum(counts[at : last + 1])
+            start = ends[last]
 
 
 _NO_MAP = _EncodedMap(None, [], [], b"", array("Q"), array("I"))
+REUSED_RUN = 64
+"""Consecutive reused map entries handed on as one run of bytes: one slice and one
+tuple, not one per entry (objects made and dropped per snapshot, 200k at 100k
+partitions), and few enough that an encoder given a ``pause`` reads the clock often."""
 
 
 _Remembered = _Encoded | _EncodedMap
@@ -237,23 +243,43 @@ class SnapshotEncoder:
         ends, counts = array("Q"), array("I")
         encode, args = piece.encoded, piece.args
         at = end = reused = 0  # at: the first old entry not before the current key
+        run_from = run_to = run_entries = run_records = 0  # reused bytes not handed on yet
         for key, value in piece.items():
             while at < old_count and old_keys[at] < key:
                 at += 1
             if at < old_count and old_values[at] is value and old_keys[at] == key:
-                data = old_data[old_ends[at - 1] if at else 0 : old_ends[at]]
+                start = old_ends[at - 1] if at else 0
+                if start != run_to or run_entries == REUSED_RUN:
+                    if run_entries:
+                        data = old_data[run_from:run_to]
+                        chunks.append(data)
+                        yield data, run_records
+                    run_from, run_entries, run_records = start, 0, 0
+                run_to = old_ends[at]
                 records = old_counts[at]
+                run_entries += 1
+                run_records += records
+                end += run_to - start
                 reused += 1
                 at += 1
             else:
+                if run_entries:
+                    data = old_data[run_from:run_to]
+                    chunks.append(data)
+                    yield data, run_records
+                    run_entries = run_records = 0
                 data, records = encode(key, value, *args)
+                chunks.append(data)
+                end += len(data)
+                yield data, records
             keys.append(key)
             values.append(value)
-            chunks.append(data)
-            end += len(data)
             ends.append(end)
             counts.append(records)
-            yield data, records
+        if run_entries:
+            data = old_data[run_from:run_to]
+            chunks.append(data)
+            yield data, run_records
         self.reused += reused
         self.encoded += len(keys) - reused
         seen[piece.key] = _EncodedMap(piece.value, keys, values, b"".join(chunks), ends, counts)
