@@ -195,7 +195,9 @@ def test_a_snapshot_encoder_reencodes_only_the_streams_a_delta_changed() -> None
 
 
 def test_a_snapshot_encoder_reuses_runs_of_entries_around_changed_added_and_removed_ones() -> None:
-    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(1000)]
+    records: list[MetadataRecord] = [
+        S3StreamRecord(stream_id=s, epoch=0) for s in range(0, 2000, 2)
+    ]
     encoder = SnapshotEncoder()
     with Lease(replay_records(records, PROVENANCE)) as first:
         encoder.encode(first)
@@ -203,16 +205,17 @@ def test_a_snapshot_encoder_reuses_runs_of_entries_around_changed_added_and_remo
         delta.replay_all(
             [
                 S3StreamRecord(stream_id=0, epoch=1),  # the first entry
-                S3StreamRecord(stream_id=500, epoch=1),  # two together
-                S3StreamRecord(stream_id=501, epoch=1),
-                RemoveS3StreamRecord(stream_id=700),
-                S3StreamRecord(stream_id=1500, epoch=0),  # a new last entry
-                S3StreamRecord(stream_id=999, epoch=1),  # and the old last one
+                S3StreamRecord(stream_id=1000, epoch=1),  # two together
+                S3StreamRecord(stream_id=1002, epoch=1),
+                S3StreamRecord(stream_id=601, epoch=0),  # a new one between reused ones
+                RemoveS3StreamRecord(stream_id=1400),
+                S3StreamRecord(stream_id=1999, epoch=0),  # a new last entry
+                S3StreamRecord(stream_id=1998, epoch=1),  # and the old last one
             ]
         )
         with Lease(delta.apply(PROVENANCE)) as second:
             encoded, info = encoder.encode(second)
-            assert (encoder.reused, encoder.encoded) == (995, 1005)
+            assert (encoder.reused, encoder.encoded) == (995, 1006)
             assert Snapshot.from_bytes(encoded, name="s").records == tuple(second.write())
             assert info.records == len(tuple(second.write()))
             delta = MetadataDelta(second)

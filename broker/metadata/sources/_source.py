@@ -249,7 +249,7 @@ class SnapshotEncoder:
                 at += 1
             if at < old_count and old_values[at] is value and old_keys[at] == key:
                 start = old_ends[at - 1] if at else 0
-                if start != run_to or run_entries == REUSED_RUN:
+                if not run_entries or start != run_to or run_entries == REUSED_RUN:
                     if run_entries:
                         data = old_data[run_from:run_to]
                         chunks.append(data)
