@@ -166,7 +166,7 @@ class SyntheticController:
         """One churn event: usually one batch, several for large events, never none.
 
         The event is drawn now; the batches of a large one (every partition of a node)
-        are built as they are taken, and the next event waits until all of them were.
+        are built as they are taken, so take all of them before the next ``churn()``.
         Before the bootstrap, it returns the bootstrap batches instead.
         """
         if not self._bootstrapped:
