@@ -182,10 +182,12 @@ def response_head(api_key: int, version: int, correlation_id: int, body_size: in
 
 
 def api_versions_response(version: int, correlation_id: int) -> bytes:
-    """Our version ranges; a version we do not know gets a v0 body with
-    UNSUPPORTED_VERSION, which makes clients retry with one we do."""
+    """Our version ranges; a version we do not know (newer, or negative from a broken
+    client) gets a v0 body with UNSUPPORTED_VERSION, which makes clients retry with one
+    we do."""
     error = ErrorCode.NONE
-    if version > SUPPORTED_VERSIONS[API_VERSIONS][1]:
+    low, high = SUPPORTED_VERSIONS[API_VERSIONS]
+    if not low <= version <= high:
         version, error = 0, ErrorCode.UNSUPPORTED_VERSION
     module = _module(API_VERSIONS, version, request=False)
     ranges = tuple(

@@ -44,11 +44,12 @@ async def test_api_versions_lists_what_we_serve(version: int) -> None:
         }
 
 
-async def test_a_newer_api_versions_request_gets_the_v0_fallback() -> None:
+@pytest.mark.parametrize("version", [9, -1, -11008])  # newer, and no version at all
+async def test_an_unknown_api_versions_request_gets_the_v0_fallback(version: int) -> None:
     async with served_cluster() as served, RawClient.connect(served.port) as client:
-        # A v9 request: header v2 and a body we do not know; we only need its correlation id.
+        # Header v2 and a body we do not know; we only need its correlation id.
         frame = encode_request(API_VERSIONS, 4, 77, api_versions_body(4))
-        frame = frame[:6] + struct.pack(">h", 9) + frame[8:]
+        frame = frame[:6] + struct.pack(">h", version) + frame[8:]
         await client.stream.send(frame)
         client.correlation = 77
         response = await client.read(API_VERSIONS, 0)
