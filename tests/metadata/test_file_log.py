@@ -7,13 +7,14 @@ import uuid
 from pathlib import Path
 
 import anyio
+import msgpack
 import pytest
 from structlog.testing import capture_logs
 
 from broker.errors import CorruptRecordError, SnapshotRequiredError
 from broker.metadata import Lease, MetadataImage
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
-from broker.metadata.records import PartitionChangeRecord, RecordBatch
+from broker.metadata.records import PartitionChangeRecord, RecordBatch, encode_frame
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource
 from broker.metadata.sources import _file_log as file_log
 from broker.metadata.sources import _memory as memory
@@ -98,6 +99,26 @@ async def test_corruption_in_the_middle_is_an_error_not_a_skip(tmp_path: Path) -
     assert caught.value.position == first.encoded_size
     assert "CRC32C mismatch" in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+async def test_opening_checks_frames_and_a_read_decodes_their_records(tmp_path: Path) -> None:
+    # A frame with a good CRC whose record does not decode (api key 999): opening, which
+    # checks frames as Kafka's recovery checks batches, keeps it; reading it fails and
+    # names its offset and file, and the frames before it still read.
+    batches = await write_log(tmp_path)
+    next_offset = batches[-1].next_offset
+    bad = encode_frame(next_offset, 1, 0, 1, msgpack.packb([999, 0]))
+    with segment(tmp_path).open("ab") as file:
+        file.write(bad)
+    async with await FileRecordLog.open(tmp_path) as log:
+        assert log.recovery.truncated_offset is None
+        assert log.recovery.batches == len(batches) + 1
+        assert await log.high_water_mark() == next_offset + 1
+        assert await log.read(0, next_offset) == batches
+        with pytest.raises(CorruptRecordError, match="unknown record api_key 999") as caught:
+            await log.read(next_offset, 1000)
+    assert caught.value.offset == next_offset
+    assert str(segment(tmp_path)) in str(caught.value)
 
 
 async def test_an_offset_gap_between_segments_is_an_error(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from broker.metadata.records import (
     decode_batch,
     decode_record,
     encode_batch,
+    encode_frame,
     encode_record,
     iter_batches,
     record_encoder,
@@ -204,6 +205,28 @@ def test_trusted_decode_still_reports_an_unknown_type_or_a_bad_enum() -> None:
     wire[3] = 9
     with pytest.raises(CorruptRecordError):
         decode_record(msgpack.packb(wire, use_bin_type=True), trusted=True)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ([], "a record is an array"),
+        ([[5], 0], "unknown record api_key"),
+        (7, "a record is an array"),
+        ([5, "v0", 1], "version 'v0' is not supported"),
+    ],
+)
+def test_trusted_decode_names_what_is_wrong_with_a_malformed_record(
+    record: object, message: str
+) -> None:
+    import msgpack
+
+    # A good record first: its type's builder is then cached for the fast lookup.
+    good = encode_record(FeatureLevelRecord(name="a", feature_level=1))
+    payload = good + msgpack.packb(record)
+    with pytest.raises(CorruptRecordError, match=message) as caught:
+        decode_batch(encode_frame(40, 1, 0, 2, payload), trusted=True)
+    assert caught.value.offset == 40
 
 
 def _frames() -> tuple[bytes, bytes]:

@@ -39,12 +39,14 @@ from broker.metadata.records._codec import (
     FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     MAX_FRAME_SIZE,
+    FrameHeader,
     decode_batch,
     decode_record,
     encode_batch,
     encode_frame,
     encode_record,
     iter_batches,
+    read_frame_header,
     record_encoder,
 )
 from broker.metadata.records._kafka import (
@@ -106,6 +108,7 @@ __all__ = [
     "EndTransactionRecord",
     "FeatureLevelRecord",
     "FenceBrokerRecord",
+    "FrameHeader",
     "KVRecord",
     "KeyValue",
     "LeaderRecoveryState",
@@ -144,5 +147,6 @@ __all__ = [
     "encode_frame",
     "encode_record",
     "iter_batches",
+    "read_frame_header",
     "record_encoder",
 ]

@@ -5,11 +5,13 @@ Layout of a log directory::
     segments/<base offset, 20 digits>.log    frames of the batch codec, in offset order
     snapshots/<offset, 20 digits>.snapshot   an image's records, written atomically
 
-Opening a directory recovers it: every frame is decoded and offsets must follow each
-other. A torn or corrupt *tail* (the last frames of the last segment, with no valid frame
-after them) is reported with its offset and truncated, like Kafka's recovery of its
-active segment. Corruption in the middle (a bad frame followed by valid ones, an offset
-gap, a bad non-last segment) raises CorruptRecordError and is never skipped.
+Opening a directory recovers it: every frame's header and CRC are checked, as Kafka's
+recovery checks its batches (records are decoded when they are read), and offsets must
+follow each other. A torn or corrupt *tail* (the last frames of the last segment, with
+no valid frame after them) is reported with its offset and truncated, like Kafka's
+recovery of its active segment. Corruption in the middle (a bad frame followed by valid
+ones, an offset gap, a bad non-last segment) raises CorruptRecordError and is never
+skipped.
 
 File work happens in worker threads (``anyio.to_thread``); one lock serialises it.
 """
@@ -32,7 +34,13 @@ from broker._logging import get_logger
 from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import MetadataImage
-from broker.metadata.records import MetadataRecord, RecordBatch, decode_batch, encode_batch
+from broker.metadata.records import (
+    MetadataRecord,
+    RecordBatch,
+    decode_batch,
+    encode_batch,
+    read_frame_header,
+)
 from broker.metadata.sources._source import (
     Snapshot,
     SnapshotEncoder,
@@ -103,7 +111,7 @@ def _has_valid_frame_after(data: bytes, position: int, source: str) -> bool:
     """Whether any valid frame starts after ``position``: then the damage is not a tail."""
     for start in range(position + 1, len(data)):
         try:
-            decode_batch(data, start, source=source)
+            read_frame_header(data, start, source=source)
         except CorruptRecordError:
             continue
         return True
@@ -194,12 +202,12 @@ class FileRecordLog:
             position = 0
             while position < len(data):
                 try:
-                    batch, end = decode_batch(data, position, source=str(path), trusted=True)
-                    if batch.base_offset != expected:
+                    frame = read_frame_header(data, position, source=str(path))
+                    if frame.base_offset != expected:
                         raise CorruptRecordError(
-                            f"batch has offset {batch.base_offset}, expected {expected}",
+                            f"batch has offset {frame.base_offset}, expected {expected}",
                             position=position,
-                            offset=batch.base_offset,
+                            offset=frame.base_offset,
                             source=str(path),
                         )
                 except CorruptRecordError as error:
@@ -220,10 +228,10 @@ class FileRecordLog:
                         reason=error.reason,
                     )
                     break
-                segment.bases.append(batch.base_offset)
+                segment.bases.append(frame.base_offset)
                 segment.positions.append(position)
-                expected = batch.next_offset
-                position = end
+                expected = frame.next_offset
+                position = frame.end
                 batches += 1
             segment.size = position
             self._segments.append(segment)
