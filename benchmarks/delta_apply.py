@@ -9,7 +9,7 @@ For N = 10k, 100k, 1M partitions and k = 100 changed partitions it measures, in 
 
 then the replay throughput of a PartitionChange-heavy log at 100k partitions, with the
 interpreter's default GC thresholds (unmanaged, and managed as the loader does by
-default: see ``broker.metadata.pipeline._collection``) and with ``broker.tune_gc()``.
+default: see ``broker._gc``) and with ``broker.tune_gc()``.
 
 Targets (issue "Foundation"): at N = 1M >= 100x faster than the baseline and <= 1 MiB per
 extra image; replay >= 200k records/s on one core (below 100k is a defect).
@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 
 from broker import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
+from broker._gc import collection_paused, freeze_new, freeze_now
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
-from broker.metadata.pipeline._collection import collection_paused, freeze_new, freeze_now
 from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,

@@ -39,9 +39,9 @@ from typing import Any
 import anyio
 from anyio.lowlevel import checkpoint
 
+from broker._gc import collection_paused, freeze_new
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
 from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
-from broker.metadata.pipeline._collection import collection_paused, freeze_new
 from broker.metadata.records import RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
 from broker.metadata.sources._source import take_batches

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker import _gc as collection
 from broker.metadata.pipeline import (
     MetadataPipeline,
     gc_management,
     gc_statistics,
     set_gc_management,
 )
-from broker.metadata.pipeline import _collection as collection
 from broker.metadata.records import PartitionChangeRecord
 from broker.metadata.sources import InMemoryRecordSource
 from tests.helpers import topic_records

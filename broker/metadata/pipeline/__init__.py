@@ -12,7 +12,7 @@ Every holder of images leases the same way::
     with await x.wait_for_offset(n) as image: ...      # once it reaches offset n
 """
 
-from broker.metadata.pipeline._collection import (
+from broker._gc import (
     GcStatistics,
     gc_management,
     gc_statistics,

@@ -30,11 +30,11 @@ from typing import Literal
 import anyio
 from anyio.lowlevel import checkpoint
 
+from broker._gc import collection_paused, freeze_new, freeze_now
 from broker._logging import get_logger
 from broker._tasks import single_cause
 from broker.errors import ConfigurationError, LoaderHaltedError, ReplayError, SnapshotRequiredError
 from broker.metadata import MetadataDelta, MetadataImage, Provenance
-from broker.metadata.pipeline._collection import collection_paused, freeze_new, freeze_now
 from broker.metadata.pipeline._publisher import MetadataPublisher
 from broker.metadata.pipeline._updates import LoadManifest
 from broker.metadata.records import (
@@ -143,7 +143,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         self.max_records_per_image = max_records_per_image
         self.on_replay_error = on_replay_error
         self.manage_gc = manage_gc
-        """Freeze the image heap out of the cyclic GC's way (see ``_collection``)."""
+        """Freeze the image heap out of the cyclic GC's way (see ``broker._gc``)."""
         self._image = MetadataImage.EMPTY
         self._next_offset = 0
         self._hwm: int | None = None
