@@ -9,18 +9,20 @@ import math
 import uuid
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from broker import _gc as collection
+from broker.metadata import Provenance
 from broker.metadata.pipeline import (
     MetadataPipeline,
     gc_management,
     gc_statistics,
     set_gc_management,
 )
-from broker.metadata.records import PartitionChangeRecord
-from broker.metadata.sources import InMemoryRecordSource
+from broker.metadata.records import PartitionChangeRecord, RecordBatch
+from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, Snapshot
 from tests.helpers import topic_records
 
 A = uuid.UUID(int=1)
@@ -101,6 +103,47 @@ def test_an_apply_runs_with_the_collector_paused() -> None:
         assert not gc.isenabled()  # the application's own choice stands
     finally:
         gc.enable()
+
+
+def all_frozen(objects: list[object]) -> bool:
+    generations = {id(o) for o in gc.get_objects()}
+    return all(gc.is_tracked(o) and id(o) not in generations for o in objects)
+
+
+def changes_snapshot(count: int) -> bytes:
+    records = (*topic_records(A, "orders", 4), *changes(count))
+    return Snapshot(Provenance(len(records) - 1, 1, 0), records).to_bytes()
+
+
+def changes(count: int) -> list[PartitionChangeRecord]:
+    return [
+        PartitionChangeRecord(partition_id=i % 4, topic_id=A, leader=i % 3) for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("managed", [True, False])
+def test_a_trusted_snapshot_decodes_with_the_collector_paused_and_freezes_it(
+    managed: bool,
+) -> None:
+    # Thousands of records, all kept: young collections would walk them for nothing.
+    data = changes_snapshot(3000)
+    set_gc_management(managed)
+    gc.unfreeze()
+    snapshot = Snapshot.from_bytes(data, name="s", trusted=True)
+    assert all_frozen(list(snapshot.records)) is managed
+    gc.unfreeze()
+    checked = Snapshot.from_bytes(data, name="s")  # from elsewhere: the collector as is
+    assert not all_frozen(list(checked.records))
+
+
+async def test_a_file_log_read_decodes_with_the_collector_paused(tmp_path: Path) -> None:
+    async with await FileRecordLog.open(tmp_path, fsync="never") as log:
+        await log.append_batches([RecordBatch(i, 1, 0, (r,)) for i, r in enumerate(changes(1500))])
+    async with await FileRecordLog.open(tmp_path, fsync="never") as log:
+        gc.unfreeze()
+        batches = await log.read(0, 1500)  # from the file: the log was reopened
+    assert sum(len(b.records) for b in batches) == 1500
+    assert all_frozen([r for b in batches for r in b.records])
 
 
 def test_cycles_frozen_young_are_freed_once_the_heap_grew(

@@ -30,6 +30,7 @@ from typing import Literal
 import anyio
 from anyio.lowlevel import checkpoint
 
+from broker._gc import collection_paused
 from broker._logging import get_logger
 from broker._tasks import Notifier
 from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
@@ -410,10 +411,13 @@ class FileRecordLog:
         with self._lock:
             if start_offset < self.log_start:
                 raise SnapshotRequiredError(start_offset, self.log_start)
-            # Not past what is readable: written, maybe not yet durable.
-            return take_batches(
-                self._decoded_from(start_offset), max_records, end_offset=self._readable_offset
-            )
+            # Not past what is readable: written, maybe not yet durable. Decoding makes
+            # thousands of acyclic records a reader keeps: collections during it would
+            # walk them for nothing (see broker._gc; growth is the loader's to judge).
+            with collection_paused(catching_up=True):
+                return take_batches(
+                    self._decoded_from(start_offset), max_records, end_offset=self._readable_offset
+                )
 
     def _decoded_from(self, start_offset: int) -> Iterator[RecordBatch]:
         """Every batch from ``start_offset`` on, read and decoded segment by segment as

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import anyio
 
+from broker._gc import collection_paused
 from broker.errors import CorruptRecordError
 from broker.metadata import ImagePiece, MapPiece, MetadataImage, Part, Provenance
 from broker.metadata.records import (
@@ -349,10 +351,13 @@ class Snapshot:
         bytes come from this library's own storage (see ``decode_batch``)."""
         records: list[MetadataRecord] = []
         provenance: Provenance | None = None
-        for _, batch in iter_batches(data, source=name, trusted=trusted):
-            if provenance is None:
-                provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
-            records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
+        # An image's worth of acyclic records, all kept: collections during the decode
+        # would walk them again and again (see broker._gc).
+        with collection_paused(catching_up=True) if trusted else nullcontext():
+            for _, batch in iter_batches(data, source=name, trusted=trusted):
+                if provenance is None:
+                    provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
+                records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
         if provenance is None:
             raise CorruptRecordError("snapshot holds no batch", source=name)
         return cls(provenance, tuple(records), encoded_size=len(data), name=name)
