@@ -42,6 +42,26 @@ def seeded_source(batches: int = 10) -> InMemoryRecordSource:
     return source
 
 
+async def test_other_tasks_run_while_the_loader_catches_up_a_long_read() -> None:
+    # 5,000 one-record batches, all in one read: the loader yields to the event loop
+    # now and then (every CATCH_UP_SLICE), not after every batch, nor only per read.
+    source = seeded_source(5000)
+    seen: list[int] = []
+    async with MetadataPipeline(source) as pipeline:
+
+        async def watch() -> None:
+            while not pipeline.loader.caught_up:
+                seen.append(pipeline.loader.statistics().records)
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(watch)
+            await pipeline.loader.wait_caught_up()
+    midway = {records for records in seen if 0 < records < 5000}
+    assert len(midway) >= 3
+    assert len(seen) < 5000 / 4  # not a turn per batch
+
+
 # --- catch-up gate ------------------------------------------------------------------------
 
 

@@ -73,6 +73,9 @@ class LoaderStatistics:
 
 YIELD_EVERY_RECORDS = 256
 """The loader yields to the event loop at least this often while it replays a batch."""
+CATCH_UP_SLICE = 0.002
+"""Seconds of replay between two yields to the event loop while the loader catches up
+(once caught up, it yields after every batch)."""
 _MARKERS = frozenset({BeginTransactionRecord, EndTransactionRecord, AbortTransactionRecord})
 
 
@@ -232,6 +235,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         group = _Group()
         in_transaction = False
         provenance = self._image.provenance
+        yielded = time.perf_counter()
         while True:
             try:
                 batches = await self.source.read(self._next_offset, self.max_records_per_image)
@@ -295,7 +299,15 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 # keeps the event loop to itself for a whole read, let alone a catch-up.
                 # (Yielding by records or by time alone measured worse for the loop's
                 # latency with many busy reader tasks: benchmarks/responsiveness.py.)
-                await checkpoint()
+                # Catching up, a log of small batches would spend a third of its time
+                # in those turns: there, yield once CATCH_UP_SLICE has passed.
+                if self.caught_up:
+                    await checkpoint()
+                else:
+                    now = time.perf_counter()
+                    if now - yielded >= CATCH_UP_SLICE:
+                        await checkpoint()
+                        yielded = time.perf_counter()
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
