@@ -241,12 +241,17 @@ class SnapshotEncoder:
         old_count = len(old_keys)
         keys: list[Any] = []
         values: list[object] = []
-        chunks: list[bytes] = []
+        joined = bytearray()  # not a list of small bytes objects kept to the end
         ends, counts = array("Q"), array("I")
         encode, args = piece.encoded, piece.args
         at = end = reused = 0  # at: the first old entry not before the current key
         run_from = run_to = run_entries = run_records = 0  # reused bytes not handed on yet
-        for key, value in piece.items():
+        # Keys sorted, values looked up: a sorted list of items would make a tuple per
+        # entry, 100k small objects made and dropped per map while the loader allocates
+        # long-lived ones beside them (pymalloc then cannot give their arenas back).
+        entries = piece.value
+        for key in sorted(entries):
+            value = entries[key]
             while at < old_count and old_keys[at] < key:
                 at += 1
             if at < old_count and old_values[at] is value and old_keys[at] == key:
@@ -254,7 +259,7 @@ class SnapshotEncoder:
                 if not run_entries or start != run_to or run_entries == REUSED_RUN:
                     if run_entries:
                         data = old_data[run_from:run_to]
-                        chunks.append(data)
+                        joined += data
                         yield data, run_records
                     run_from, run_entries, run_records = start, 0, 0
                 run_to = old_ends[at]
@@ -267,11 +272,11 @@ class SnapshotEncoder:
             else:
                 if run_entries:
                     data = old_data[run_from:run_to]
-                    chunks.append(data)
+                    joined += data
                     yield data, run_records
                     run_entries = run_records = 0
                 data, records = encode(key, value, *args)
-                chunks.append(data)
+                joined += data
                 end += len(data)
                 yield data, records
             keys.append(key)
@@ -280,11 +285,11 @@ class SnapshotEncoder:
             counts.append(records)
         if run_entries:
             data = old_data[run_from:run_to]
-            chunks.append(data)
+            joined += data
             yield data, run_records
         self.reused += reused
         self.encoded += len(keys) - reused
-        seen[piece.key] = _EncodedMap(piece.value, keys, values, b"".join(chunks), ends, counts)
+        seen[piece.key] = _EncodedMap(piece.value, keys, values, bytes(joined), ends, counts)
 
     def _piece(
         self,
