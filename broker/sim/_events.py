@@ -251,7 +251,7 @@ class ChurnEvents:
             start = (model.topic_serial + index) % len(alive)
             replicas = tuple(alive[(start + i) % len(alive)] for i in range(rf))
             stream = StreamModel(
-                model.next_stream_id, 0, 0, 0, 0, replicas[0], ranges=[0], range_starts=[0]
+                model.next_stream_id, 0, 0, 0, 0, replicas[0], ranges=(0,), range_starts=(0,)
             )
             model.next_stream_id += 1
             topic.partitions.append(PartitionModel(replicas, replicas, replicas[0], 0, stream))
@@ -453,7 +453,7 @@ class ChurnEvents:
         model.next_object_id += 1
         start, end = stream.end_offset, stream.end_offset + size
         stream.end_offset = end
-        stream.objects.append((object_id, start, end))
+        stream.add_object(object_id, start, end)
         now = self._now()
         records: list[MetadataRecord] = [
             AssignedS3ObjectIdRecord(assigned_s3_object_id=object_id),
@@ -489,7 +489,7 @@ class ChurnEvents:
         before it go (a long run keeps a steady amount of stream metadata)."""
         records: list[MetadataRecord] = []
         while stream.objects and stream.objects[0][2] <= new_start:
-            object_id, _, _ = stream.objects.pop(0)
+            object_id = stream.drop_oldest_object()
             records.append(RemoveS3StreamObjectRecord(stream_id=stream.id, object_id=object_id))
             records.append(RemoveS3ObjectRecord(object_id=object_id))
         stream.start_offset = new_start
