@@ -24,6 +24,7 @@ from uuid import UUID
 
 from immutables import Map
 
+from broker._intern import Interner
 from broker.cache._failover import (
     FailoverState,
     MissingStreamPolicy,
@@ -224,6 +225,9 @@ class _ClassAnswers:
         other topic's answer is the same object); None: built cold, no previous."""
 
 
+_shared_answer: Interner[PartitionMetadata] = Interner()
+"""One answer object per value: partition answers repeat across topics and version
+classes (the simulated broker at 100k partitions held 219k of 6.5k values)."""
 _NO_ANSWERS: Map[UUID, _TopicAnswer] = Map()
 _NO_STALE: Map[UUID, _Stale] = Map()
 _NOTHING: frozenset[int] = frozenset()
@@ -423,8 +427,10 @@ class ImageAnswers:
             or v.fenced
             or (i < len(directories) and not v.has_online_dir(directories[i]))
         )
-        return PartitionMetadata(
-            partition_id, error, leader_id, partition.leader_epoch, replicas, isr, offline
+        return _shared_answer(
+            PartitionMetadata(
+                partition_id, error, leader_id, partition.leader_epoch, replicas, isr, offline
+            )
         )
 
     def topics(self, image: MetadataImage, request: MetadataRequest) -> list[TopicMetadata]:

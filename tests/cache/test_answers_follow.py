@@ -174,14 +174,29 @@ def after(image: MetadataImage, *records: MetadataRecord) -> MetadataImage:
 def test_untouched_topics_and_partitions_keep_their_answers_by_identity() -> None:
     with Lease(replay_records(cluster(), P)) as image:
         one, two = all_topics(image)
-        change = PartitionChangeRecord(partition_id=1, topic_id=T1, isr=(1,))
+        change = PartitionChangeRecord(partition_id=1, topic_id=T1, leader=1)  # epoch 1
         with Lease(after(image, change)) as new:
             new_one, new_two = all_topics(new)
             assert new_two is two  # the delta did not touch topic "two"
             assert new_one is not one
             assert new_one.partitions[0] is one.partitions[0]  # nor its partitions 0 and 2
             assert new_one.partitions[2] is one.partitions[2]
-            assert new_one.partitions[1] is not one.partitions[1]
+            assert new_one.partitions[1].leader_epoch == 1
+            assert one.partitions[1].leader_epoch == 0
+
+
+def test_equal_partition_answers_are_one_object() -> None:
+    # An answer equal to another is that same object: at v1 and v12 (two version
+    # classes), and after a change that leaves it as it was (memory grows with the
+    # distinct answers, not with partitions times version classes).
+    with Lease(replay_records(cluster(), P)) as image:
+        one, _ = all_topics(image)
+        v1_one, _ = answers(image, ANSWER_SETTINGS[0], 1)
+        assert v1_one.partitions[0] is one.partitions[0]
+        change = PartitionChangeRecord(partition_id=1, topic_id=T1, isr=(1,))  # no news
+        with Lease(after(image, change)) as new:
+            new_one, _ = all_topics(new)
+            assert new_one.partitions[1] is one.partitions[1]
 
 
 def test_a_broker_change_redoes_only_the_topics_that_name_it() -> None:

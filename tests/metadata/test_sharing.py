@@ -42,6 +42,24 @@ def test_untouched_sub_images_are_the_same_objects() -> None:
             assert new.topics.by_id[A].partitions[1] is not image.topics.by_id[A].partitions[1]
 
 
+def test_equal_registrations_are_one_object_in_an_image() -> None:
+    # Every partition of "a" and "b" has replicas (1, 2) and leader 1: one registration
+    # object for all of them, in this image and in the next (memory grows with the
+    # distinct registrations, not with the partitions).
+    with Lease(replay_records([*topic(A, "a", 4, 1), *topic(B, "b", 2, 1)], P)) as image:
+        first = image.topics.by_id[A].partitions[0]
+        for topic_id, count in ((A, 4), (B, 2)):
+            for p in range(count):
+                assert image.topics.by_id[topic_id].partitions[p] is first
+        delta = MetadataDelta(image)
+        delta.replay(PartitionChangeRecord(partition_id=1, topic_id=A, leader=2))
+        delta.replay(PartitionChangeRecord(partition_id=0, topic_id=B, leader=2))
+        with Lease(delta.apply(Provenance(2, 1, 1))) as new:
+            moved = new.topics.by_id[A].partitions[1]
+            assert moved.leader == 2 and moved != first
+            assert new.topics.by_id[B].partitions[0] is moved
+
+
 def test_an_empty_delta_reuses_every_sub_image() -> None:
     with (
         Lease(replay_records(topic(A, "a", 1, 1), P)) as image,
