@@ -16,8 +16,12 @@ from broker.metadata import (
 from broker.metadata.records import (
     ConfigRecord,
     ConfigResourceType,
+    MetadataRecord,
     PartitionChangeRecord,
+    RangeRecord,
     RemoveTopicRecord,
+    S3StreamRecord,
+    StreamState,
 )
 from tests.helpers import topic_records as topic
 
@@ -56,8 +60,35 @@ def test_equal_registrations_are_one_object_in_an_image() -> None:
         delta.replay(PartitionChangeRecord(partition_id=0, topic_id=B, leader=2))
         with Lease(delta.apply(Provenance(2, 1, 1))) as new:
             moved = new.topics.by_id[A].partitions[1]
-            assert moved.leader == 2 and moved != first
+            assert moved.leader == 2
+            assert moved != first
             assert new.topics.by_id[B].partitions[0] is moved
+
+
+def test_equal_ranges_of_streams_are_one_object() -> None:
+    records: list[MetadataRecord] = []
+    for stream_id in (1, 2):
+        records += [
+            S3StreamRecord(
+                stream_id=stream_id,
+                epoch=0,
+                range_index=0,
+                start_offset=0,
+                state=StreamState.OPENED,
+            ),
+            RangeRecord(
+                stream_id=stream_id,
+                epoch=0,
+                range_index=0,
+                start_offset=0,
+                end_offset=100,
+                node_id=1,
+            ),
+        ]
+    with Lease(replay_records(records, P)) as image:
+        streams = image.streams.streams
+        assert streams[1].ranges[0] is streams[2].ranges[0]
+        assert streams[1].ranges[0].end_offset == 100
 
 
 def test_an_empty_delta_reuses_every_sub_image() -> None:
