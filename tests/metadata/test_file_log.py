@@ -252,6 +252,24 @@ async def test_in_memory_source_encodes_as_fast_as_a_reader_reads_many_batches(
     assert await source.read(0, 1000) == appended
 
 
+async def test_in_memory_source_keeps_its_snapshot_compressed() -> None:
+    source = InMemoryRecordSource()
+    controller = SyntheticController(WorkloadConfig(seed=2, topics=20, partitions_per_topic=50))
+    batches = list(controller.batches(200))
+    source.extend(batches)
+    image = replay_batches(batches)
+    try:
+        info = await source.save_snapshot(image)
+        ((_, _, kept),) = source._snapshots
+        assert len(kept) < info.encoded_size / 3
+        snapshot = await source.latest_snapshot()
+        assert snapshot is not None
+        assert snapshot.provenance == image.provenance
+        assert list(snapshot.records) == list(image.write())
+    finally:
+        image.release()
+
+
 async def _loaded(source: InMemoryRecordSource) -> Lease[MetadataImage]:
     async with MetadataPipeline(source) as pipeline:
         return await pipeline.wait_for_offset(source.next_offset - 1)
