@@ -9,7 +9,7 @@ values, not with the partitions.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["Interner"]
@@ -40,6 +40,17 @@ class Interner(Generic[T]):
         if len(table) > self.limit:
             table.clear()
         return found
+
+    @property
+    def lookup(self) -> Callable[[T, T], T]:
+        """``lookup(value, value)``, the same as a call without the bound check: for a
+        hot loop, which calls :meth:`trim` once when it is done."""
+        return self._table.setdefault
+
+    def trim(self) -> None:
+        """Clear the table if it holds more than ``limit`` values."""
+        if len(self._table) > self.limit:
+            self._table.clear()
 
     def __len__(self) -> int:
         return len(self._table)

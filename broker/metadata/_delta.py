@@ -137,30 +137,44 @@ class MetadataDelta:
 
     def replay(self, record: r.MetadataRecord, offset: int | None = None) -> None:
         """Replay one record; ``offset`` only serves error messages."""
-        if self._frozen:
-            raise BrokerError("this delta was published and is read-only")
-        rule = _HANDLERS.get(type(record))
-        if rule is None:
-            raise ReplayError(
-                type(record).__name__, "no replay rule for this record type", offset=offset
-            )
-        area, method = rule
-        try:
-            if area is None:
-                method(self, record)
-            else:  # the sub-delta's method itself: no wrapper call per record
-                part = self._parts.get(area)
-                method(part if part is not None else self._part(area), record)
-        except Reject as reject:
-            raise ReplayError(record.type_name(), str(reject), offset=offset) from None
-        self.records += 1
+        self.replay_all((record,), offset)
 
     def replay_all(
         self, records: Iterable[r.MetadataRecord], base_offset: int | None = None
     ) -> None:
-        """Replay ``records`` in order (``base_offset`` numbers them in error messages)."""
-        for i, record in enumerate(records):
-            self.replay(record, None if base_offset is None else base_offset + i)
+        """Replay ``records`` in order (``base_offset`` numbers them in error messages).
+
+        On a ReplayError the records before the failing one stay replayed; the failing
+        one changed nothing.
+        """
+        if self._frozen:
+            raise BrokerError("this delta was published and is read-only")
+        # The hot loop of every replay: a record of the same type as the one before
+        # goes straight to the method bound to its sub-delta; the count is settled once.
+        handlers, part_of = _HANDLERS, self._part
+        replayed = 0
+        record: r.MetadataRecord | None = None
+        last_kind: type | None = None
+        replay_one: Callable[[r.MetadataRecord], None] = self.replay
+        try:
+            for record in records:
+                kind = type(record)
+                if kind is not last_kind:
+                    rule = handlers.get(kind)
+                    if rule is None:
+                        raise Reject("no replay rule for this record type")
+                    area, method = rule
+                    # the sub-delta's method itself: no wrapper call per record
+                    replay_one = method.__get__(self if area is None else part_of(area))
+                    last_kind = kind
+                replay_one(record)
+                replayed += 1
+        except Reject as reject:
+            assert record is not None
+            offset = None if base_offset is None else base_offset + replayed
+            raise ReplayError(type(record).__name__, str(reject), offset=offset) from None
+        finally:
+            self.records += replayed
 
     def _remove_topic(self, record: r.RemoveTopicRecord) -> None:
         name = self._part("topics").replay_remove_topic(record)

@@ -7,7 +7,7 @@ untouched node with the previous image (KAFKA-14735).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
@@ -275,17 +275,22 @@ class TopicDelta:
 
     def apply(self) -> TopicImage:
         """The image with these changes (the base image itself when nothing changed)."""
+        topic = self._apply(_shared_registration.lookup)
+        _shared_registration.trim()
+        return topic
+
+    def _apply(self, share: Callable[[Any, Any], PartitionRegistration]) -> TopicImage:
         changed = self.partitions
         base = self.base
         if not changed:
             return base
         if len(changed) == 1:  # the common case, and a single set() beats a mutation
             ((partition_id, partition),) = changed.items()
-            partitions = base.partitions.set(partition_id, _shared_registration(partition))
+            partitions = base.partitions.set(partition_id, share(partition, partition))
         else:
             mutation = base.partitions.mutate()
             for partition_id, partition in changed.items():
-                mutation[partition_id] = _shared_registration(partition)
+                mutation[partition_id] = share(partition, partition)
             partitions = mutation.finish()
         return _new_tuple(TopicImage, (base.name, base.id, partitions))
 
@@ -407,9 +412,11 @@ class TopicsDelta:
                 raise _unknown_partition(partition_id, base.name)
             delta = self.changed[topic_id] = TopicDelta(base)
         else:
-            current = delta.partition(partition_id)
+            current = delta.partitions.get(partition_id)
             if current is None:
-                raise _unknown_partition(partition_id, delta.name)
+                current = delta.base.partitions.get(partition_id)
+                if current is None:
+                    raise _unknown_partition(partition_id, delta.name)
         delta.partitions[partition_id] = current.merge(record)
 
     def replay_remove_topic(self, record: RemoveTopicRecord) -> str:
@@ -447,8 +454,10 @@ class TopicsDelta:
         by_id = self.image.by_id.mutate()
         for topic_id in self.deleted:
             by_id.pop(topic_id, None)
+        share = _shared_registration.lookup
         for topic_id, delta in self.changed.items():
-            by_id[topic_id] = delta.apply()
+            by_id[topic_id] = delta._apply(share)
+        _shared_registration.trim()
         by_name = self.image.by_name
         if self.names:
             names = by_name.mutate()

@@ -307,6 +307,23 @@ async def test_a_bad_record_is_reported_with_its_offset_and_skipped() -> None:
     consumer.close()
 
 
+async def test_every_bad_record_of_a_batch_is_reported_and_the_good_ones_around_apply() -> None:
+    source = seeded_source(1)
+    consumer = RecordingConsumer("cache")
+    bad = PartitionChangeRecord(partition_id=0, topic_id=B, leader=2)
+    with capture_logs() as logs:
+        async with MetadataPipeline(source) as pipeline:
+            pipeline.add_consumer(consumer, DeliveryMode.LATEST_IMAGE)
+            source.append_nowait([leader_change(0, 2), bad, leader_change(1, 2), bad])
+            await consumer.wait_for(8)
+            with pipeline.lease() as image:
+                leaders = [image.topics.partition(A, p) for p in (0, 1)]
+                assert [p.leader if p else None for p in leaders] == [2, 2]
+            assert pipeline.statistics().replay_errors == 2
+    assert [e["offset"] for e in logs if e["event"] == "replay_error"] == [6, 8]
+    consumer.close()
+
+
 async def test_halt_mode_stops_at_the_bad_record_and_keeps_the_last_good_image() -> None:
     source = seeded_source(1)
     consumer = RecordingConsumer("cache")

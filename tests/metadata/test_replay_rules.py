@@ -304,6 +304,39 @@ def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
             assert still == expected
 
 
+def test_replay_all_names_the_failing_record_and_keeps_those_before_it(
+    image: MetadataImage,
+) -> None:
+    # Types alternate, so each record is routed to its own sub-delta, not the last one's.
+    good = [
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, isr=(1,)),
+        FenceBrokerRecord(id=1, epoch=7),
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2),
+    ]
+    delta = MetadataDelta(image)
+    with pytest.raises(ReplayError) as caught:
+        delta.replay_all([*good, RemoveTopicRecord(topic_id=OTHER), good[0]], base_offset=20)
+    assert caught.value.offset == 23
+    assert caught.value.record_type == "RemoveTopicRecord"
+    assert delta.records == 3
+    with (
+        Lease(delta.apply(Provenance(image.offset + 3, 1, 0))) as partial,
+        Lease(after(image, *good)) as expected,
+    ):
+        assert partial == expected
+        assert partial.cluster.brokers[1].fenced
+        partition = partial.topics.partition(TOPIC, 0)
+        assert partition is not None
+        assert (partition.isr, partition.leader) == ((1,), 2)
+
+
+def test_replay_all_rejects_a_type_without_a_rule_by_name(image: MetadataImage) -> None:
+    delta = MetadataDelta(image)
+    with pytest.raises(ReplayError, match="no replay rule") as caught:
+        delta.replay_all([object()], base_offset=5)  # type: ignore[list-item]
+    assert (caught.value.record_type, caught.value.offset, delta.records) == ("object", 5, 0)
+
+
 def test_snapshot_delta_must_be_finished_before_apply(image: MetadataImage) -> None:
     delta = MetadataDelta(image, snapshot=True)
     delta.replay_all(image.write())

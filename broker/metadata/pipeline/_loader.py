@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -248,10 +248,20 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 continue
             for batch in batches:
                 group.add(batch)
-                base_offset = batch.base_offset
-                for index, record in enumerate(batch.records):
-                    kind = type(record)
-                    if kind in _MARKERS:
+                records = batch.records
+                if _MARKERS.isdisjoint(map(type, records)):
+                    # The common batch: replayed in runs, not record by record.
+                    for first in range(0, len(records), YIELD_EVERY_RECORDS):
+                        if first:
+                            await checkpoint()  # a large batch (a bootstrap's) takes a while
+                        await self._replay(delta, batch, first, first + YIELD_EVERY_RECORDS, group)
+                else:
+                    base_offset = batch.base_offset
+                    for index, record in enumerate(records):
+                        kind = type(record)
+                        if kind not in _MARKERS:
+                            await self._replay(delta, batch, index, index + 1, group)
+                            continue
                         offset = base_offset + index
                         misplaced = _misplaced_marker(kind, in_transaction)
                         if misplaced is not None:
@@ -276,16 +286,6 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                             self._aborted += 1
                             logger.info("transaction_aborted", loader=self.name, offset=offset)
                             delta = MetadataDelta(self._image)
-                    else:
-                        try:
-                            delta.replay(record, base_offset + index)
-                        except ReplayError as error:
-                            group.errors += 1
-                            await self._replay_failed(
-                                error, delta, batch, base_offset + index, group
-                            )
-                    if index % YIELD_EVERY_RECORDS == YIELD_EVERY_RECORDS - 1:
-                        await checkpoint()  # a large batch (a bootstrap's) takes a while
                 self._next_offset = batch.next_offset
                 self._batches += 1
                 self._records += len(batch.records)
@@ -311,6 +311,24 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             if not in_transaction:
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
+
+    async def _replay(
+        self, delta: MetadataDelta, batch: RecordBatch, first: int, end: int, group: _Group
+    ) -> None:
+        """Replay records ``first`` to ``end`` (exclusive) of ``batch``; one that fails is
+        handled as ``on_replay_error`` says, and the rest go on."""
+        records = batch.records
+        end = min(end, len(records))
+        while first < end:
+            run = records if first == 0 and end == len(records) else records[first:end]
+            try:
+                delta.replay_all(run, batch.base_offset + first)
+                return
+            except ReplayError as error:
+                offset = cast(int, error.offset)  # replay_all numbers it from base_offset
+                group.errors += 1
+                await self._replay_failed(error, delta, batch, offset, group)
+                first = offset - batch.base_offset + 1
 
     async def _replay_failed(
         self,
