@@ -232,6 +232,34 @@ async def test_in_memory_source_keeps_what_readers_went_past_encoded(
     assert await source.read(batches[10].base_offset, 1000) == batches[10:]
 
 
+async def test_in_memory_source_compresses_what_readers_went_past_in_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "TAIL_RECORDS", 3)
+    monkeypatch.setattr(memory, "COMPACT_MAX", 1)
+    monkeypatch.setattr(memory, "CHUNK_RECORDS", 4)
+    source = InMemoryRecordSource()
+    batches = [source.append_nowait(topic_records(A, "orders", 2))]
+    batches += [source.append_nowait([change(i % 2, 1 + i % 2)]) for i in range(40)]
+    for appended in batches:
+        assert await source.read(appended.base_offset, 1) == [appended]
+    chunks = {entry.packed for entry in source._batches if isinstance(entry, memory._Sealed)}
+    assert len(chunks) > 5
+    # A reader from any batch, the first of a chunk or one inside it, reads equal batches.
+    for start in range(len(batches)):
+        assert await source.read(batches[start].base_offset, 1000) == batches[start:]
+    with await _loaded(source) as image:
+        await source.save_snapshot(image)
+    assert await source.truncate_before(batches[13].base_offset) == 13
+    assert await source.read(batches[13].base_offset, 1000) == batches[13:]
+    # Sealing goes on after the truncation, and what it sealed reads back the same.
+    more = [source.append_nowait([change(0, 2)]) for _ in range(20)]
+    for appended in more:
+        await source.read(appended.base_offset, 1)
+    assert await source.read(batches[13].base_offset, 1000) == batches[13:] + more
+    assert len({e.packed for e in source._batches if isinstance(e, memory._Sealed)}) > 5
+
+
 async def test_in_memory_source_encodes_as_fast_as_a_reader_reads_many_batches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

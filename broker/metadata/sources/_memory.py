@@ -3,9 +3,9 @@
 Record objects are large (a PartitionChangeRecord takes about 760 bytes as a pydantic
 model, 36 as a frame), and a log holds every record since the last snapshot: at 100k
 partitions that is hundreds of thousands. So only the newest batches stay objects;
-the ones a reader has gone past are encoded, a few at a time as reads go on, and a
-reader behind them decodes them again (``decode_batch(trusted=True)``: this source
-encoded them itself).
+the ones a reader has gone past are encoded, a few at a time as reads go on, their
+frames compressed together every ``CHUNK_RECORDS`` records, and a reader behind them
+decodes them again (``decode_batch(trusted=True)``: this source encoded them itself).
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ catch-up). A read encodes at least as many records as it returns, in steps of th
 many, so encoding keeps pace with the appends however large the batches."""
 
 
+CHUNK_RECORDS = 4_096
+"""Records whose frames are compressed together once readers went past them (zlib level
+1: a fifth of their size, at about 0.2 µs a record). A log keeps every record since the
+last snapshot, half a million at 100k partitions: 14 MB of frames, 3 MB compressed."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Compact:
     """A batch kept as its frame."""
@@ -55,6 +61,17 @@ class _Compact:
 
     def batch(self) -> RecordBatch:
         return decode_batch(self.frame, trusted=True)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A batch kept as a frame at ``position`` in a chunk of frames compressed together
+    (``packed``, shared by the chunk's batches)."""
+
+    base_offset: int
+    next_offset: int
+    packed: bytes
+    position: int
 
 
 def _unpacked_snapshot(packed: bytes, name: str) -> Snapshot:
@@ -71,10 +88,14 @@ class InMemoryRecordSource:
 
     def __init__(self, name: str = "memory") -> None:
         self._name = name
-        self._batches: list[RecordBatch | _Compact] = []
+        self._batches: list[RecordBatch | _Compact | _Sealed] = []
         self._bases: list[int] = []
         self._compacted = 0
         """Entries of ``_batches`` before this index are encoded."""
+        self._sealed = 0
+        """Entries before this index are in compressed chunks (``_Sealed``)."""
+        self._unsealed_records = 0
+        """Records of the encoded entries not in a chunk yet."""
         self._next_offset = 0
         self._log_start = 0
         self._snapshot_encoder = SnapshotEncoder()  # reuses unchanged pieces
@@ -175,14 +196,24 @@ class InMemoryRecordSource:
             if budget <= 0:
                 break
             await checkpoint()  # a step of the loop per COMPACT_MAX records
+        if self._unsealed_records >= CHUNK_RECORDS:
+            self._seal()
         return out
 
     def _batches_from(self, index: int) -> Iterator[RecordBatch]:
         """The batches from entry ``index`` on; encoded ones decoded as the caller goes."""
         batches = self._batches
+        packed = unpacked = b""  # the chunk last decompressed, for the next batches in it
         for at in range(index, len(batches)):  # not islice: it would step over the head
             entry = batches[at]
-            yield entry if isinstance(entry, RecordBatch) else entry.batch()
+            if isinstance(entry, RecordBatch):
+                yield entry
+            elif isinstance(entry, _Compact):
+                yield entry.batch()
+            else:
+                if entry.packed is not packed:
+                    packed, unpacked = entry.packed, zlib.decompress(entry.packed)
+                yield decode_batch(unpacked, entry.position, trusted=True)[0]
 
     def _compact(self, before_offset: int, budget: int) -> int:
         """Encode about ``budget`` records of the object batches ending before
@@ -200,7 +231,22 @@ class InMemoryRecordSource:
             encoded += len(batch.records)
             at += 1
         self._compacted = at
+        self._unsealed_records += encoded
         return encoded
+
+    def _seal(self) -> None:
+        """Compress the frames of the encoded entries not in a chunk yet as one chunk
+        (about a millisecond for CHUNK_RECORDS records)."""
+        batches = self._batches
+        first, end = self._sealed, self._compacted
+        frames: list[_Compact] = batches[first:end]  # type: ignore[assignment]
+        packed = zlib.compress(b"".join(entry.frame for entry in frames), 1)
+        position = 0
+        for at, entry in enumerate(frames, first):
+            batches[at] = _Sealed(entry.base_offset, entry.next_offset, packed, position)
+            position += len(entry.frame)
+        self._sealed = end
+        self._unsealed_records = 0
 
     # snapshots and retention ------------------------------------------------------------
 
@@ -234,5 +280,11 @@ class InMemoryRecordSource:
             del self._batches[:dropped]
             del self._bases[:dropped]
             self._compacted = max(0, self._compacted - dropped)
+            if dropped > self._sealed:  # unsealed frames went too
+                self._unsealed_records = sum(
+                    entry.next_offset - entry.base_offset
+                    for entry in self._batches[: self._compacted]
+                )
+            self._sealed = max(0, self._sealed - dropped)
             self._log_start = self._bases[0] if self._bases else self._next_offset
         return dropped
