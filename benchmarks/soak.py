@@ -20,6 +20,7 @@ import time
 import anyio
 import structlog
 
+from broker import tune_malloc
 from broker.sim import Progress, Simulation, SimulationConfig, WorkloadConfig
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -75,8 +76,12 @@ def main(argv: list[str]) -> int:
         )
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    tuned = tune_malloc()  # as broker-sim does at start
     partitions = args.topics * args.partitions_per_topic
-    print(f"soak: {args.minutes:g} min at {partitions:,} partitions, {args.rate:g} events/s")
+    print(
+        f"soak: {args.minutes:g} min at {partitions:,} partitions, {args.rate:g} events/s, "
+        f"malloc tuned as broker-sim: {'yes' if tuned else 'no (not glibc)'}"
+    )
     started = time.monotonic()
     summary = anyio.run(Simulation(config, on_progress=sample).run)
     print(

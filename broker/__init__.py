@@ -20,6 +20,7 @@ import typing
 
 from broker._gc import IMAGE_FRIENDLY_GC_THRESHOLDS, tune_gc
 from broker._lazy import lazy_exports as _lazy_exports
+from broker._malloc import tune_malloc
 from broker.errors import BrokerError
 
 if typing.TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "Provenance",
     "__version__",
     "tune_gc",
+    "tune_malloc",
 ]
 
 _HOME = {

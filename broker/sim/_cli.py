@@ -32,7 +32,7 @@ except ImportError as missing:  # pragma: no cover - the [cli] extra is not inst
         "pip install 'kraft-metadata-pipeline[cli]'"
     ) from None
 
-from broker import __version__
+from broker import __version__, tune_malloc
 from broker.errors import BrokerError, ListenError
 from broker.metadata import LeakDetectionLevel
 from broker.sim._model import WorkloadConfig
@@ -475,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return 2
         _configure_logging(args.log_format, args.log_level)
+        tune_malloc()  # a long-running broker process: see broker._malloc
         json_on_stdout = args.json == "-"
         console = Console(stderr=json_on_stdout)  # stdout stays pure JSON
         live = console.is_terminal and not args.no_live
