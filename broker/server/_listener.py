@@ -409,18 +409,24 @@ class KafkaListener(anyio.AsyncContextManagerMixin):
             wire = image.derived(self._wire_key)
             if request.wants_all_topics:
                 yield from wire.prepare_all_topics(image, answers, version, slice_seconds)
-            answer = wire.body(image, answers, request, self.cache.rng)
-        return self._finish(api_key, version, correlation_id, answer, started)
+            parts = wire.body_parts(image, answers, request, self.cache.rng)
+        return self._finish(api_key, version, correlation_id, parts, started)
 
     def _finish(
-        self, api_key: int, version: int, correlation_id: int, answer: bytes | None, started: float
+        self,
+        api_key: int,
+        version: int,
+        correlation_id: int,
+        answer: tuple[bytes, ...] | bytes | None,
+        started: float,
     ) -> tuple[bytes, ...]:
         name = _API_NAMES[api_key]
-        response = (
-            (response_head(api_key, version, correlation_id, len(answer)), answer)
-            if answer is not None
-            else (api_versions_response(version, correlation_id),)
-        )
+        if answer is None:
+            response: tuple[bytes, ...] = (api_versions_response(version, correlation_id),)
+        else:
+            parts = (answer,) if isinstance(answer, bytes) else answer
+            size = sum(map(len, parts))
+            response = (response_head(api_key, version, correlation_id, size), *parts)
         self._requests[name] += 1
         histogram = self._latency.get((name, version))
         if histogram is None:

@@ -330,6 +330,18 @@ class WireMetadata:
         rng: random.Random | None = None,
     ) -> bytes:
         """The encoded Metadata response body for ``request`` (``request.version``)."""
+        return b"".join(self.body_parts(image, answers, request, rng))
+
+    def body_parts(
+        self,
+        image: MetadataImage,
+        answers: ImageAnswers,
+        request: MetadataRequest,
+        rng: random.Random | None = None,
+    ) -> tuple[bytes, bytes, bytes]:
+        """:meth:`body` in parts, for a server to send as they are: an all-topics answer's
+        topics array is the one kept for the image, not a copy (megabytes at 100k
+        partitions)."""
         version = request.version
         fmt = _FORMATS[version]
         if request.wants_all_topics:
@@ -348,7 +360,7 @@ class WireMetadata:
         cluster_id = answers.settings.cluster_id if version >= 2 else None
         brokers = self.brokers(fmt, answers.views.listed)
         prefix = fmt.prefix(brokers, cluster_id, answers.controller_id(rng))
-        return b"".join((prefix, topics, fmt.tail))  # one copy of a large array
+        return prefix, topics, fmt.tail
 
 
 _wire_keys: dict[AnswerSettings, DerivedKey[WireMetadata]] = {}

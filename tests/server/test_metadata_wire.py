@@ -96,6 +96,11 @@ def all_topics_in_steps(
     response = answers.response(image, request, random.Random(3))
     assert ours == metadata_body(response, version), version
     assert list(wire.prepare_all_topics(image, answers, version, 0.0)) == []  # built
+    # Served in parts: the topics array is the image's own, not a copy per request.
+    first = wire.body_parts(image, answers, request, random.Random(3))
+    again = wire.body_parts(image, answers, request, random.Random(3))
+    assert b"".join(first) == ours
+    assert first[1] is again[1]
     return steps
 
 
