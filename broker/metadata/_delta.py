@@ -155,6 +155,7 @@ class MetadataDelta:
         replayed = 0
         record: r.MetadataRecord | None = None
         last_kind: type | None = None
+        # bound to the first record's sub-delta method before its first call
         replay_one: Callable[[r.MetadataRecord], None] = self.replay
         try:
             for record in records:
