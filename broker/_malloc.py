@@ -6,9 +6,9 @@ decompressed whole. When a block above ``M_MMAP_THRESHOLD`` (128 KiB) does not f
 the heap's free memory, glibc gives it a mapping of its own, returned to the system when
 freed, instead of growing the heap; but every such block freed raises the threshold to
 its size (up to 32 MiB), after which large blocks grow the heap, where the holes freed
-ones leave are rarely given back. In the simulated broker at 100k
-partitions under churn (``benchmarks/soak.py``) that was about 40 MiB of resident memory
-after four minutes, and still growing. Pinning the threshold turns that adjustment off.
+ones leave are rarely given back. In the simulated broker at 100k partitions under
+churn (``benchmarks/soak.py``) that was about 40 MiB of resident memory after four
+minutes, and still growing. Pinning the threshold turns that adjustment off.
 
 Process-wide, so the library never does it on its own: ``broker-sim`` does at start, and
 an embedding application may call :func:`tune_malloc` likewise. Elsewhere than glibc
