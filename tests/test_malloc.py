@@ -10,9 +10,11 @@ import pytest
 
 import broker
 
-# In a fresh process, whose heap has no free block of 1 MiB: freeing an 8 MiB mapped
-# block raises glibc's threshold to 8 MiB, so a 1 MiB block then grows the heap, unless
-# the threshold was pinned. Prints how many mappings the 1 MiB block added.
+# In a fresh process: freeing a 16 MiB mapped block raises glibc's threshold to 16 MiB,
+# so a smaller block that the heap's free memory cannot hold then grows the heap, unless
+# the threshold was pinned. The block is sized past all the heap's free memory (which
+# varies with what the imports freed), so the rule is what decides. Prints how many
+# mappings the block added.
 NEW_MAPPINGS = """
 import ctypes, sys
 import broker
@@ -24,13 +26,15 @@ class MallInfo2(ctypes.Structure):
 
 mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = MallInfo2
-freed = bytearray(8 << 20)
+freed = bytearray(16 << 20)
 del freed
 if sys.argv[1] == "tuned":
     assert broker.tune_malloc()
-before = mallinfo2().hblks
-block = bytearray(1 << 20)
-print(mallinfo2().hblks - before)
+before = mallinfo2()
+size = before.fordblks + (1 << 20)
+assert size < 15 << 20, f"the heap holds {before.fordblks} free bytes"
+block = bytearray(size)
+print(mallinfo2().hblks - before.hblks)
 """
 
 
