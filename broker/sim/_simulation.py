@@ -51,8 +51,13 @@ from broker.metadata import (
     sources,
 )
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
-from broker.metadata.records import RecordBatch, encode_record
-from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordLog
+from broker.metadata.records import RecordBatch
+from broker.metadata.sources import (
+    FileRecordLog,
+    InMemoryRecordSource,
+    RecordLog,
+    encoded_records,
+)
 from broker.server import KafkaListener, broker_listeners
 from broker.sim._controller import SyntheticController
 from broker.sim._model import WorkloadConfig
@@ -76,6 +81,10 @@ MAX_LEAD_RECORDS = 20_000
 """How far the simulated controller's churn may run ahead of the loader."""
 CHURN_SLICE = 0.005
 """Seconds the churn may generate events without yielding to the event loop."""
+END_WAIT_SECONDS = 2.5
+"""How long past its duration a timed run waits for the loader to reach the end of the
+log. Then the final image's fingerprint (about a second at 100k partitions) and the
+shutdown: the run ends within 5 s of its duration."""
 APPEND_QUEUE = 1024
 """Churn batches that may wait for the appender (the churn waits beyond it)."""
 MAX_APPEND_GROUP = 256
@@ -262,8 +271,8 @@ FinalImage.NONE = FinalImage("", -1, 0, 0, 0, 0)
 def image_fingerprint(image: MetadataImage) -> str:
     """SHA-256 over the image's provenance and records: equal images, equal digests."""
     digest = hashlib.sha256(repr(image.provenance).encode())
-    for record in image.write():
-        digest.update(encode_record(record))
+    for data, _ in encoded_records(image):
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -716,14 +725,17 @@ class Simulation:
                 with self._stoppable():
                     await self._run_tasks(run)
                 # An event-bounded run waits for the loader to reach the end of the log
-                # (the same seed gives the same final image); a timed or an interrupted
-                # one reports the image it has, within a second.
-                complete = config.duration is None and not self._interrupted
+                # (the same seed gives the same final image). A timed run waits until
+                # END_WAIT_SECONDS past its duration (the churn runs at most
+                # MAX_LEAD_RECORDS ahead), an interrupted one a second: the summary
+                # names both offsets when they differ.
                 log_end = self._log_end = await run.log.high_water_mark() - 1
-                # A timed run waits a few seconds for the loader to reach the end of the
-                # log (the churn runs at most MAX_LEAD_RECORDS ahead), an interrupted one
-                # one second: the summary names both offsets when they differ.
-                wait = 30.0 if complete else 1.0 if self._interrupted else 4.0
+                if self._interrupted:
+                    wait = 1.0
+                elif config.duration is None:
+                    wait = 30.0
+                else:
+                    wait = self._deadline + END_WAIT_SECONDS - time.monotonic()
                 final = await self._final_image(run, log_end, wait=wait)
         cache.close()  # the consumers release their images before the summary counts them
         streams.close()

@@ -21,8 +21,9 @@ from broker.metadata.records import (
     RemoveS3StreamRecord,
     S3StreamRecord,
     TopicRecord,
+    encode_record,
 )
-from broker.metadata.sources import Snapshot, SnapshotEncoder
+from broker.metadata.sources import Snapshot, SnapshotEncoder, encoded_records
 from tests.strategies import record_sequences
 
 PROVENANCE = Provenance(offset=99, epoch=3, append_time_ms=1234)
@@ -36,6 +37,17 @@ def test_write_then_replay_onto_empty_gives_an_equal_image(records: list[Metadat
             assert rebuilt == image
             # And writing is stable: the rebuilt image writes the same records.
             assert list(rebuilt.write()) == written
+
+
+@given(record_sequences())
+def test_encoded_records_are_the_written_records_encoded(records: list[MetadataRecord]) -> None:
+    """The pieces' own encoders, walked without an encoder's memory, give the bytes of
+    ``image.write()`` record by record (what the simulation's fingerprint hashes)."""
+    with Lease(replay_records(records, PROVENANCE)) as image:
+        runs = list(encoded_records(image))
+        written = list(image.write())
+    assert b"".join(data for data, _ in runs) == b"".join(map(encode_record, written))
+    assert sum(count for _, count in runs) == len(written)
 
 
 @given(record_sequences(), st.data())
@@ -286,3 +298,36 @@ async def test_a_log_encodes_its_snapshot_in_turns_with_the_event_loop(
     snapshot = await log.latest_snapshot()
     assert snapshot is not None
     assert len(snapshot.records) == 1000
+
+
+async def test_a_cancelled_snapshot_stops_at_its_next_turn_and_saves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shutdown cancels the writer mid-snapshot: the worker stops at its next pause,
+    not after the whole image, and the log and its encoder are as they were."""
+    import anyio
+
+    from broker.metadata.sources import InMemoryRecordSource, _source
+
+    turns: list[None] = []
+    monkeypatch.setattr(_source, "SNAPSHOT_SLICE_SECONDS", 0.0)
+    records: list[MetadataRecord] = [S3StreamRecord(stream_id=s, epoch=0) for s in range(1000)]
+    log = InMemoryRecordSource("log")
+    with Lease(replay_records(records, PROVENANCE)) as image:
+        with anyio.CancelScope() as scope:
+
+            def turn_then_cancel() -> None:  # runs on the event loop, between slices
+                turns.append(None)
+                scope.cancel()
+
+            monkeypatch.setattr(_source, "_nothing", turn_then_cancel)
+            await log.save_snapshot(image)
+        assert scope.cancelled_caught
+        assert len(turns) == 1  # stopped at the pause after the first turn
+        assert await log.latest_snapshot() is None
+        monkeypatch.setattr(_source, "_nothing", lambda: None)
+        info = await log.save_snapshot(image)
+    assert info.records == 1000
+    snapshot = await log.latest_snapshot()
+    assert snapshot is not None
+    assert list(snapshot.records) == records

@@ -19,6 +19,7 @@ from broker.metadata.sources._source import (
     SnapshotEncoder,
     SnapshotInfo,
     encode_snapshot,
+    encoded_records,
     event_loop_turn,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "SnapshotEncoder",
     "SnapshotInfo",
     "encode_snapshot",
+    "encoded_records",
     "event_loop_turn",
     "parse_etcd_url",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "SnapshotEncoder",
     "SnapshotInfo",
     "encode_snapshot",
+    "encoded_records",
     "event_loop_turn",
     "next_batch",
     "take_batches",
@@ -77,6 +78,30 @@ def _each(records: Iterable[MetadataRecord]) -> Iterator[tuple[bytes, int]]:
         yield encode_record(record), 1
 
 
+def encoded_records(image: MetadataImage) -> Iterator[tuple[bytes, int]]:
+    """``image.write()`` encoded record by record, as ``(bytes, records)`` runs, from the
+    pieces' own encoders (no record is built where a piece can encode its values): the
+    bytes a :class:`SnapshotEncoder` yields, with nothing remembered. For reading an
+    image's encoding once (a digest of it), about half the time of encoding
+    ``image.write()`` and of a cold encoder at 100k partitions."""
+    return _encoded_parts(image.write_pieces())
+
+
+def _encoded_parts(parts: Iterable[Part]) -> Iterator[tuple[bytes, int]]:
+    for part in parts:
+        if isinstance(part, MapPiece):
+            entries, encode, args = part.value, part.encoded, part.args
+            for key in sorted(entries):  # the order MapPiece.items() states
+                yield encode(key, entries[key], *args)
+        elif isinstance(part, ImagePiece):
+            if part.encoded is not None:
+                yield part.encoded(*part.args)
+            else:
+                yield from _encoded_parts(part.parts())
+        else:
+            yield encode_record(part), 1
+
+
 SNAPSHOT_SLICE_SECONDS = 0.002
 """Encoding between two pauses of a snapshot encoder given a ``pause``."""
 
@@ -90,7 +115,14 @@ def event_loop_turn() -> None:
     interval (5 ms) each time: requests queue up for as long as the worker runs (at
     100k partitions a snapshot took the p99 from about 90 ms to 300 ms and more). A
     worker that calls this between slices of its work takes one slice per turn of the
-    loop instead."""
+    loop instead.
+
+    It is also where the work stops when the task awaiting the thread is cancelled: the
+    cancellation is raised here, in the worker, so the task's wait (which anyio does not
+    abandon, the thread may be reading an image the task holds) ends within a slice,
+    not when the whole work is done (a second and more for a snapshot at 100k
+    partitions, at shutdown)."""
+    anyio.from_thread.check_cancelled()
     anyio.from_thread.run_sync(_nothing)
 
 
