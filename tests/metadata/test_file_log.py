@@ -163,12 +163,12 @@ async def test_snapshot_plus_log_restart_gives_the_image_of_a_full_replay(tmp_pa
     async with await FileRecordLog.open(tmp_path, fsync="never", segment_bytes=4096) as log:
         async with MetadataPipeline(log, max_records_per_image=50) as pipeline:
             writer = SnapshotWriter(log, every_records=300)
-            pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
+            pipeline.add_consumer(writer, DeliveryMode.EVERY_DELTA)
             pipeline.add_consumer(consumer, DeliveryMode.LATEST_IMAGE)
             for batch in batches:
                 await log.append_batch(batch)
                 with await pipeline.wait_for_offset(batch.last_offset):
-                    pass  # one image per batch, so the writer sees them all
+                    pass  # one image per batch, and the writer takes every image
             await consumer.wait_for(batches[-1].last_offset)
         assert writer.snapshots >= 2
         assert log.log_start > 0  # segments below the snapshot were deleted
