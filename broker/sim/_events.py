@@ -43,7 +43,6 @@ from broker.metadata.records import (
     S3ObjectRecord,
     S3ObjectState,
     S3StreamObjectRecord,
-    S3StreamRecord,
     StreamState,
     TopicRecord,
     UnfenceBrokerRecord,
@@ -266,7 +265,7 @@ class ChurnEvents:
                     partition_epoch=0,
                 )
             )
-            records.append(S3StreamRecord(stream_id=stream.id, epoch=0, range_index=0))
+            records.append(stream.record())
             records.append(
                 RangeRecord(
                     stream_id=stream.id,
@@ -379,12 +378,7 @@ class ChurnEvents:
         stream.state = StreamState.OPENED
         stream.add_range(stream.range_index, stream.end_offset)
         records: list[MetadataRecord] = [
-            S3StreamRecord(
-                stream_id=stream.id,
-                epoch=stream.epoch,
-                range_index=stream.range_index,
-                start_offset=stream.start_offset,
-            ),
+            stream.record(),
             RangeRecord(
                 stream_id=stream.id,
                 epoch=stream.epoch,
@@ -493,15 +487,7 @@ class ChurnEvents:
             records.append(RemoveS3StreamObjectRecord(stream_id=stream.id, object_id=object_id))
             records.append(RemoveS3ObjectRecord(object_id=object_id))
         stream.start_offset = new_start
-        records.append(
-            S3StreamRecord(
-                stream_id=stream.id,
-                epoch=stream.epoch,
-                range_index=stream.range_index,
-                start_offset=stream.start_offset,
-                state=stream.state,
-            )
-        )
+        records.append(stream.record())
         while len(stream.ranges) > 1 and stream.range_starts[1] <= new_start:
             dead = stream.drop_oldest_range()
             records.append(RemoveRangeRecord(stream_id=stream.id, range_index=dead))
@@ -587,13 +573,7 @@ class ChurnEvents:
         for topic, index in partitions:
             stream = topic.partitions[index].stream
             stream.state = StreamState.CLOSED
-            yield S3StreamRecord(
-                stream_id=stream.id,
-                epoch=stream.epoch,
-                range_index=stream.range_index,
-                start_offset=stream.start_offset,
-                state=StreamState.CLOSED,
-            )
+            yield stream.record()
 
     def _reopen_streams(self, partitions: list[tuple[TopicModel, int]]) -> Iterator[MetadataRecord]:
         for topic, index in partitions:

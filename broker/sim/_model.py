@@ -21,7 +21,7 @@ from broker.metadata import (
     decode_stream_id,
     meta_stream_key,
 )
-from broker.metadata.records import StreamState
+from broker.metadata.records import S3StreamRecord, StreamState
 
 __all__ = [
     "BrokerModel",
@@ -116,6 +116,16 @@ class StreamModel:
     """The start offset of each range in ``ranges``, at the same position."""
     objects: tuple[tuple[int, int, int], ...] = ()
     """(object id, start, end), oldest first."""
+
+    def record(self) -> S3StreamRecord:
+        """The S3StreamRecord that states the stream as it is now."""
+        return S3StreamRecord(
+            stream_id=self.id,
+            epoch=self.epoch,
+            range_index=self.range_index,
+            start_offset=self.start_offset,
+            state=self.state,
+        )
 
     def range_start(self, range_index: int) -> int:
         """The start offset of range ``range_index`` (one the stream still has)."""
