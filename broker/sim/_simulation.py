@@ -724,6 +724,12 @@ class Simulation:
                         resumed_from = run.controller.next_offset - 1
                 with self._stoppable():
                     await self._run_tasks(run)
+                if run.writer is not None and (config.duration is not None or self._interrupted):
+                    # The deadline (or Ctrl-C) ends the run's work: a snapshot being
+                    # encoded stops at its next pause, and leaves the CPU (and the GIL) to
+                    # the loader's last images and the fingerprint. An event-bounded run
+                    # keeps writing, as it waits for the loader anyway.
+                    run.pipeline.remove_consumer(run.writer.name)
                 # An event-bounded run waits for the loader to reach the end of the log
                 # (the same seed gives the same final image). A timed run waits until
                 # END_WAIT_SECONDS past its duration (the churn runs at most
