@@ -83,8 +83,8 @@ CHURN_SLICE = 0.005
 """Seconds the churn may generate events without yielding to the event loop."""
 END_WAIT_SECONDS = 2.5
 """How long past its duration a timed run waits for the loader to reach the end of the
-log. Then the final image's fingerprint (about a second at 100k partitions) and the
-shutdown: the run ends within 5 s of its duration."""
+log. Then the final image's fingerprint (one to two seconds at 100k partitions) and
+the shutdown: the run ends within 5 s of its duration."""
 APPEND_QUEUE = 1024
 """Churn batches that may wait for the appender (the churn waits beyond it)."""
 MAX_APPEND_GROUP = 256
