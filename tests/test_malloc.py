@@ -40,8 +40,9 @@ print(mallinfo2().hblks - before.hblks)
 
 def new_mappings(mode: str) -> int:
     done = subprocess.run(
-        [sys.executable, "-c", NEW_MAPPINGS, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", NEW_MAPPINGS, mode], capture_output=True, text=True, check=False
     )
+    assert done.returncode == 0, done.stderr  # e.g. the heap held too much free memory
     return int(done.stdout)
 
 
