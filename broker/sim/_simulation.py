@@ -743,6 +743,11 @@ class Simulation:
                 else:
                     wait = self._deadline + END_WAIT_SECONDS - time.monotonic()
                 final = await self._final_image(run, log_end, wait=wait)
+                if run.writer is not None and config.duration is None and not self._interrupted:
+                    # An event-bounded run ends with the snapshot that was due (closing
+                    # the pipeline would stop one being written).
+                    with anyio.move_on_after(30.0):
+                        await run.writer.wait_for_offset(final.offset)
         cache.close()  # the consumers release their images before the summary counts them
         streams.close()
         return self._summary(run, final, resumed_from, base)

@@ -189,6 +189,25 @@ async def test_snapshot_plus_log_restart_gives_the_image_of_a_full_replay(tmp_pa
     restarted.close()
 
 
+async def test_a_writer_waited_for_has_written_the_snapshot_that_was_due() -> None:
+    """Closing the pipeline stops a snapshot being written; waiting for the writer first
+    keeps the one the last image made due."""
+    controller = SyntheticController(WorkloadConfig(seed=5, topics=6, partitions_per_topic=4))
+    batches = list(controller.batches(60))
+    log = InMemoryRecordSource("log")
+    async with MetadataPipeline(log) as pipeline:
+        writer = SnapshotWriter(log, every_records=10)
+        pipeline.add_consumer(writer, DeliveryMode.LATEST_IMAGE)
+        await log.append_batches(batches)
+        with await pipeline.wait_for_offset(batches[-1].last_offset) as image:
+            await writer.wait_for_offset(image.offset)
+    assert writer.seen_offset == batches[-1].last_offset
+    assert writer.snapshots >= 1
+    snapshot = await log.latest_snapshot()
+    assert snapshot is not None
+    assert snapshot.provenance.offset == writer.last_offset
+
+
 async def test_a_corrupt_newest_snapshot_falls_back_to_the_older_one(tmp_path: Path) -> None:
     batches = await write_log(tmp_path)
     async with await FileRecordLog.open(tmp_path) as log:

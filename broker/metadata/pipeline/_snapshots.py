@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 from broker.metadata.pipeline._updates import MetadataUpdate
 from broker.metadata.sources import RecordLog
 
@@ -35,6 +37,9 @@ class SnapshotWriter:
         self.last_records = 0
         """Records the last snapshot held."""
         self.snapshots = 0
+        self.seen_offset = -1
+        """Offset of the newest image the writer considered (snapshotted or not due)."""
+        self._seen: anyio.Event | None = None
 
     @property
     def name(self) -> str:
@@ -44,11 +49,26 @@ class SnapshotWriter:
     async def on_metadata_update(self, update: MetadataUpdate) -> None:
         """Write a snapshot of ``update.image`` when enough log has grown since the last."""
         image = update.image
-        if image.offset - self.last_offset < max(self.every_records, self.last_records):
-            return
-        snapshot = await self.log.save_snapshot(image)
-        self.last_offset = snapshot.provenance.offset
-        self.last_records = snapshot.records
-        self.snapshots += 1
-        if self.truncate:
-            await self.log.truncate_before(snapshot.provenance.offset + 1)
+        try:
+            if image.offset - self.last_offset < max(self.every_records, self.last_records):
+                return
+            snapshot = await self.log.save_snapshot(image)
+            self.last_offset = snapshot.provenance.offset
+            self.last_records = snapshot.records
+            self.snapshots += 1
+            if self.truncate:
+                await self.log.truncate_before(snapshot.provenance.offset + 1)
+        finally:
+            self.seen_offset = max(self.seen_offset, image.offset)
+            if self._seen is not None:
+                self._seen.set()
+                self._seen = None
+
+    async def wait_for_offset(self, offset: int) -> None:
+        """Wait until the writer considered the image at ``offset`` or a later one: a
+        snapshot that was due is written (or failed). Closing the pipeline cancels a
+        snapshot being written; an application that wants it waits here first."""
+        while self.seen_offset < offset:
+            if self._seen is None:
+                self._seen = anyio.Event()
+            await self._seen.wait()
