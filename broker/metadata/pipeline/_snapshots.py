@@ -66,8 +66,9 @@ class SnapshotWriter:
 
     async def wait_for_offset(self, offset: int) -> None:
         """Wait until the writer considered the image at ``offset`` or a later one: a
-        snapshot that was due is written (or failed). Closing the pipeline cancels a
-        snapshot being written; an application that wants it waits here first."""
+        snapshot that was due is then written, or failed, or was stopped by the writer's
+        removal. Closing the pipeline stops a snapshot being written; an application that
+        wants it waits here first."""
         while self.seen_offset < offset:
             if self._seen is None:
                 self._seen = anyio.Event()
