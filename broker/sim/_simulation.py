@@ -724,7 +724,8 @@ class Simulation:
                         resumed_from = run.controller.next_offset - 1
                 with self._stoppable():
                     await self._run_tasks(run)
-                if run.writer is not None and (config.duration is not None or self._interrupted):
+                complete = config.duration is None and not self._interrupted
+                if run.writer is not None and not complete:
                     # The deadline (or Ctrl-C) ends the run's work: a snapshot being
                     # encoded stops at its next pause, and leaves the CPU (and the GIL) to
                     # the loader's last images and the fingerprint. An event-bounded run
@@ -736,14 +737,14 @@ class Simulation:
                 # MAX_LEAD_RECORDS ahead), an interrupted one a second: the summary
                 # names both offsets when they differ.
                 log_end = self._log_end = await run.log.high_water_mark() - 1
-                if self._interrupted:
+                if self._interrupted:  # Ctrl-C may also come after the tasks ended
                     wait = 1.0
-                elif config.duration is None:
+                elif complete:
                     wait = 30.0
                 else:
                     wait = self._deadline + END_WAIT_SECONDS - time.monotonic()
                 final = await self._final_image(run, log_end, wait=wait)
-                if run.writer is not None and config.duration is None and not self._interrupted:
+                if run.writer is not None and complete and not self._interrupted:
                     # An event-bounded run ends with the snapshot that was due (closing
                     # the pipeline would stop one being written).
                     with anyio.move_on_after(30.0):
