@@ -71,9 +71,9 @@ class RangeMetadata(NamedTuple):
     node_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class StreamObject:
-    """An object in object storage holding a range of offsets of one stream."""
+class StreamObject(NamedTuple):
+    """An object in object storage holding a range of offsets of one stream (a
+    NamedTuple: replay builds one per S3StreamObjectRecord)."""
 
     object_id: int
     start_offset: int
@@ -81,9 +81,13 @@ class StreamObject:
     data_time_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class StreamMetadata:
-    """One stream: its epoch, state, ranges and objects."""
+class StreamMetadata(NamedTuple):
+    """One stream: its epoch, state, ranges and objects.
+
+    A NamedTuple, as ``RangeMetadata``: replay builds a new one for every stream, range
+    and stream-object record, and a frozen dataclass's ``__init__`` cost several times
+    what ``tuple.__new__`` does.
+    """
 
     stream_id: int
     epoch: int
@@ -119,15 +123,19 @@ class StreamMetadata:
         ranges: tuple[RangeMetadata, ...] | None = None,
         objects: Map[int, StreamObject] | None = None,
     ) -> StreamMetadata:
-        """A copy with new ranges and/or objects (cheaper than ``dataclasses.replace``)."""
-        return StreamMetadata(
-            self.stream_id,
-            self.epoch,
-            self.range_index,
-            self.start_offset,
-            self.state,
-            self.ranges if ranges is None else ranges,
-            self.objects if objects is None else objects,
+        """A copy with new ranges and/or objects (cheaper than ``_replace``)."""
+        stream_id, epoch, range_index, start_offset, state, old_ranges, old_objects = self
+        return _new_tuple(
+            StreamMetadata,
+            (
+                stream_id,
+                epoch,
+                range_index,
+                start_offset,
+                state,
+                old_ranges if ranges is None else ranges,
+                old_objects if objects is None else objects,
+            ),
         )
 
     def ranges_overlapping(self, start: int, end: int) -> list[RangeMetadata]:
@@ -278,14 +286,17 @@ class StreamsDelta:
         current = self.streams.get(record.stream_id)
         self.streams.set(
             record.stream_id,
-            StreamMetadata(
-                record.stream_id,
-                record.epoch,
-                record.range_index,
-                record.start_offset,
-                record.state,
-                current.ranges if current is not None else (),
-                current.objects if current is not None else EMPTY_MAP,
+            _new_tuple(
+                StreamMetadata,
+                (
+                    record.stream_id,
+                    record.epoch,
+                    record.range_index,
+                    record.start_offset,
+                    record.state,
+                    current.ranges if current is not None else (),
+                    current.objects if current is not None else EMPTY_MAP,
+                ),
             ),
         )
         self._mention(record.stream_id)
@@ -328,8 +339,9 @@ class StreamsDelta:
     def replay_stream_object(self, record: S3StreamObjectRecord) -> None:
         """Fold a ``S3StreamObjectRecord`` into this delta."""
         stream = self._stream(record.stream_id)
-        obj = StreamObject(
-            record.object_id, record.start_offset, record.end_offset, record.data_time_ms
+        obj = _new_tuple(
+            StreamObject,
+            (record.object_id, record.start_offset, record.end_offset, record.data_time_ms),
         )
         self.streams.set(
             record.stream_id,
