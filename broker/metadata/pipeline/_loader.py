@@ -234,7 +234,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         delta = MetadataDelta(self._image)
         group = _Group()
         in_transaction = False
-        provenance = self._image.provenance
+        last: RecordBatch | None = None  # the next image's provenance, built once per image
         yielded = time.perf_counter()
         while True:
             try:
@@ -246,54 +246,39 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 await self._load_snapshot(snapshot)
                 delta, group, in_transaction = MetadataDelta(self._image), _Group(), False
                 continue
+            # Settled once per read (per batch it cost more than a small batch's replay);
+            # the gate opens in a commit, after which it is read again.
+            caught_up = self._caught_up.is_set()
             for batch in batches:
                 group.add(batch)
                 records = batch.records
-                if _MARKERS.isdisjoint(map(type, records)):
-                    # The common batch: replayed in runs, not record by record.
+                if not _MARKERS.isdisjoint(map(type, records)):
+                    in_transaction, delta, group = await self._replay_with_markers(
+                        delta, batch, group, in_transaction
+                    )
+                    caught_up = self._caught_up.is_set()
+                elif len(records) <= YIELD_EVERY_RECORDS:
+                    # The common batch, replayed in place (a coroutine per batch cost
+                    # more than a small batch's replay); a failing record takes the
+                    # slow path for the rest.
+                    try:
+                        delta.replay_all(records, batch.base_offset)
+                    except ReplayError as error:
+                        await self._replay(delta, batch, 0, len(records), group, error)
+                else:
+                    # A large batch (a bootstrap's) takes a while: replayed in runs.
                     for first in range(0, len(records), YIELD_EVERY_RECORDS):
                         if first:
-                            await checkpoint()  # a large batch (a bootstrap's) takes a while
+                            await checkpoint()
                         await self._replay(delta, batch, first, first + YIELD_EVERY_RECORDS, group)
-                else:
-                    base_offset = batch.base_offset
-                    for index, record in enumerate(records):
-                        kind = type(record)
-                        if kind not in _MARKERS:
-                            await self._replay(delta, batch, index, index + 1, group)
-                            continue
-                        offset = base_offset + index
-                        misplaced = _misplaced_marker(kind, in_transaction)
-                        if misplaced is not None:
-                            # Kafka's rule: a marker that does not fit is a replay error
-                            # and changes nothing (neither the records nor the state).
-                            error = ReplayError(kind.__name__, misplaced, offset=offset)
-                            group.errors += 1
-                            await self._replay_failed(error, delta, batch, offset, group)
-                        elif kind is BeginTransactionRecord:
-                            if delta.records:
-                                # What came before the transaction is its own image (the
-                                # batch then counts in both manifests: both hold its records).
-                                before = Provenance(offset - 1, batch.epoch, batch.append_time_ms)
-                                await self._commit(delta, before, group)
-                                delta, group = MetadataDelta(self._image), _Group()
-                                group.add(batch)
-                            in_transaction = True
-                        elif kind is EndTransactionRecord:
-                            in_transaction = False
-                        else:  # AbortTransactionRecord
-                            in_transaction = False
-                            self._aborted += 1
-                            logger.info("transaction_aborted", loader=self.name, offset=offset)
-                            delta = MetadataDelta(self._image)
+                last = batch
                 self._next_offset = batch.next_offset
                 self._batches += 1
-                self._records += len(batch.records)
-                self._records_read += len(batch.records)
-                provenance = Provenance(batch.last_offset, batch.epoch, batch.append_time_ms)
+                self._records += len(records)
+                self._records_read += len(records)
                 if self.manage_gc:
                     # the batch's registrations: out of young collections' way
-                    freeze_new(catching_up=not self.caught_up)
+                    freeze_new(catching_up=not caught_up)
                 # A source with data at hand returns at once, and one read can hold
                 # thousands of records: yield after every batch so the loader never
                 # keeps the event loop to itself for a whole read, let alone a catch-up.
@@ -301,7 +286,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                 # latency with many busy reader tasks: benchmarks/responsiveness.py.)
                 # Catching up, a log of small batches would spend a third of its time
                 # in those turns: there, yield once CATCH_UP_SLICE has passed.
-                if self.caught_up:
+                if caught_up:
                     await checkpoint()
                 else:
                     now = time.perf_counter()
@@ -309,26 +294,79 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
                         await checkpoint()
                         yielded = time.perf_counter()
             if not in_transaction:
+                provenance = (
+                    Provenance(last.last_offset, last.epoch, last.append_time_ms)
+                    if last is not None
+                    else self._image.provenance
+                )
                 await self._commit(delta, provenance, group)
                 delta, group = MetadataDelta(self._image), _Group()
 
+    async def _replay_with_markers(
+        self, delta: MetadataDelta, batch: RecordBatch, group: _Group, in_transaction: bool
+    ) -> tuple[bool, MetadataDelta, _Group]:
+        """Replay a batch that holds transaction markers, record by record; returns
+        whether a transaction is open after it, and the delta and group to go on with."""
+        base_offset = batch.base_offset
+        for index, record in enumerate(batch.records):
+            kind = type(record)
+            if kind not in _MARKERS:
+                await self._replay(delta, batch, index, index + 1, group)
+                continue
+            offset = base_offset + index
+            misplaced = _misplaced_marker(kind, in_transaction)
+            if misplaced is not None:
+                # Kafka's rule: a marker that does not fit is a replay error
+                # and changes nothing (neither the records nor the state).
+                error = ReplayError(kind.__name__, misplaced, offset=offset)
+                group.errors += 1
+                await self._replay_failed(error, delta, batch, offset, group)
+            elif kind is BeginTransactionRecord:
+                if delta.records:
+                    # What came before the transaction is its own image (the
+                    # batch then counts in both manifests: both hold its records).
+                    before = Provenance(offset - 1, batch.epoch, batch.append_time_ms)
+                    await self._commit(delta, before, group)
+                    delta, group = MetadataDelta(self._image), _Group()
+                    group.add(batch)
+                in_transaction = True
+            elif kind is EndTransactionRecord:
+                in_transaction = False
+            else:  # AbortTransactionRecord
+                in_transaction = False
+                self._aborted += 1
+                logger.info("transaction_aborted", loader=self.name, offset=offset)
+                delta = MetadataDelta(self._image)
+        return in_transaction, delta, group
+
     async def _replay(
-        self, delta: MetadataDelta, batch: RecordBatch, first: int, end: int, group: _Group
+        self,
+        delta: MetadataDelta,
+        batch: RecordBatch,
+        first: int,
+        end: int,
+        group: _Group,
+        failed: ReplayError | None = None,
     ) -> None:
         """Replay records ``first`` to ``end`` (exclusive) of ``batch``; one that fails is
-        handled as ``on_replay_error`` says, and the rest go on."""
+        handled as ``on_replay_error`` says, and the rest go on. ``failed``: a replay of
+        this run already failed with it (the records before it are replayed)."""
         records = batch.records
         end = min(end, len(records))
-        while first < end:
+        while True:
+            if failed is not None:
+                offset = cast(int, failed.offset)  # replay_all numbers it from base_offset
+                group.errors += 1
+                await self._replay_failed(failed, delta, batch, offset, group)
+                first, failed = offset - batch.base_offset + 1, None
+            if first >= end:
+                return
             run = records if first == 0 and end == len(records) else records[first:end]
             try:
                 delta.replay_all(run, batch.base_offset + first)
                 return
             except ReplayError as error:
-                offset = cast(int, error.offset)  # replay_all numbers it from base_offset
-                group.errors += 1
-                await self._replay_failed(error, delta, batch, offset, group)
-                first = offset - batch.base_offset + 1
+                failed = error
 
     async def _replay_failed(
         self,
