@@ -116,6 +116,17 @@ def test_batches_round_trip_through_the_encoding(
         assert decode_record(encode_record(record)) == record
 
 
+def test_a_batch_that_cannot_be_encoded_leaves_the_next_encoding_intact() -> None:
+    # Encoding shares one packer per thread: a failed pack must not leave bytes in it.
+    good = RecordBatch(0, 1, 123, (FeatureLevelRecord(name="metadata.version", feature_level=7),))
+    expected = encode_batch(good)
+    bad_record = FeatureLevelRecord.model_construct(name=object(), feature_level=1)
+    with pytest.raises(TypeError, match="cannot encode object"):
+        encode_batch(RecordBatch(0, 1, 123, (bad_record,)))
+    assert encode_batch(good) == expected
+    assert decode_batch(expected)[0] == good
+
+
 MARKERS = st.sampled_from(
     [BeginTransactionRecord(name="t"), EndTransactionRecord(), AbortTransactionRecord()]
 )

@@ -171,7 +171,7 @@ def record_encoder(cls: type[MetadataRecord]) -> Callable[..., bytes]:
 
 def encode_batch(batch: RecordBatch) -> bytes:
     """One frame holding ``batch`` (see the module docstring for the layout)."""
-    payload: bytes = msgpack.packb([_record_wire(r) for r in batch.records], **_packer_options)
+    payload: bytes = _packers.packer.pack([_record_wire(r) for r in batch.records])
     return _frame(batch.base_offset, batch.epoch, batch.append_time_ms, len(batch.records), payload)
 
 
