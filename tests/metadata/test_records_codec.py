@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -120,7 +121,8 @@ def test_a_batch_that_cannot_be_encoded_leaves_the_next_encoding_intact() -> Non
     # Encoding shares one packer per thread: a failed pack must not leave bytes in it.
     good = RecordBatch(0, 1, 123, (FeatureLevelRecord(name="metadata.version", feature_level=7),))
     expected = encode_batch(good)
-    bad_record = FeatureLevelRecord.model_construct(name=object(), feature_level=1)
+    unencodable: Any = object()
+    bad_record = FeatureLevelRecord.model_construct(name=unencodable, feature_level=1)
     with pytest.raises(TypeError, match="cannot encode object"):
         encode_batch(RecordBatch(0, 1, 123, (bad_record,)))
     assert encode_batch(good) == expected
