@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 
@@ -335,6 +336,28 @@ def test_replay_all_rejects_a_type_without_a_rule_by_name(image: MetadataImage) 
     with pytest.raises(ReplayError, match="no replay rule") as caught:
         delta.replay_all([object()], base_offset=5)  # type: ignore[list-item]
     assert (caught.value.record_type, caught.value.offset, delta.records) == ("object", 5, 0)
+
+
+def test_a_delta_is_freed_by_reference_counting_alone(image: MetadataImage) -> None:
+    # The loader freezes what it allocates (broker._gc): a delta in a reference cycle
+    # would stay in memory until the next collection of the whole heap.
+    first = [RemoveTopicRecord(topic_id=TOPIC), TopicRecord(name="orders", topic_id=OTHER)]
+    second = [
+        RangeRecord(stream_id=5, epoch=1, range_index=1, start_offset=10, end_offset=20, node_id=1),
+        RemoveTopicRecord(topic_id=OTHER),
+        KVRecord(key_values=(KeyValue(key="k", value=b"v"),)),
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        delta = MetadataDelta(image)
+        delta.replay_all(first)
+        delta.replay_all(second)  # the record types seen before, and new ones
+        assert delta.records == 5
+        del delta
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_snapshot_delta_must_be_finished_before_apply(image: MetadataImage) -> None:
