@@ -347,6 +347,7 @@ def test_a_delta_is_freed_by_reference_counting_alone(image: MetadataImage) -> N
         RemoveTopicRecord(topic_id=OTHER),
         KVRecord(key_values=(KeyValue(key="k", value=b"v"),)),
     ]
+    enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
@@ -357,7 +358,8 @@ def test_a_delta_is_freed_by_reference_counting_alone(image: MetadataImage) -> N
         del delta
         assert gc.collect() == 0
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 def test_snapshot_delta_must_be_finished_before_apply(image: MetadataImage) -> None:
