@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import anyio
-
+from broker._tasks import Notifier
 from broker.metadata.pipeline._updates import MetadataUpdate
 from broker.metadata.sources import RecordLog
 
@@ -39,7 +38,7 @@ class SnapshotWriter:
         self.snapshots = 0
         self.seen_offset = -1
         """Offset of the newest image the writer considered (snapshotted or not due)."""
-        self._seen: anyio.Event | None = None
+        self._seen = Notifier()
 
     @property
     def name(self) -> str:
@@ -60,9 +59,7 @@ class SnapshotWriter:
                 await self.log.truncate_before(snapshot.provenance.offset + 1)
         finally:
             self.seen_offset = max(self.seen_offset, image.offset)
-            if self._seen is not None:
-                self._seen.set()
-                self._seen = None
+            self._seen.notify()
 
     async def wait_for_offset(self, offset: int) -> None:
         """Wait until the writer considered the image at ``offset`` or a later one: a
@@ -70,6 +67,4 @@ class SnapshotWriter:
         removal. Closing the pipeline stops a snapshot being written; an application that
         wants it waits here first."""
         while self.seen_offset < offset:
-            if self._seen is None:
-                self._seen = anyio.Event()
             await self._seen.wait()
