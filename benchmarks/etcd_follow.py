@@ -16,7 +16,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -74,7 +73,7 @@ async def run_case(
             tg.start_soon(follow, source, recorder)
         next_at = time.monotonic()
         for batch in batches:
-            await writer_append(replace(batch, append_time_ms=now_ms()))
+            await writer_append(batch.replace(append_time_ms=now_ms()))
             next_at += 1 / rate
             await anyio.sleep(max(0.0, next_at - time.monotonic()))
     elapsed = time.monotonic() - started

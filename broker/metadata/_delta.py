@@ -181,7 +181,8 @@ class MetadataDelta:
         """The replay method of records of type ``kind``, bound to the sub-delta it
         changes (created now if need be), remembered for this delta unless it is bound
         to the delta itself."""
-        rule = _HANDLERS.get(kind)
+        # a RecordView replays by its record type's rule
+        rule = _HANDLERS.get(getattr(kind, "record_class", kind))
         if rule is None:
             raise Reject("no replay rule for this record type")
         area, method = rule

@@ -450,7 +450,7 @@ class Simulation:
                     # The appender failed and closed the queue, and this task woke
                     # before the task group's cancellation reached it.
                     return
-                last = batch.base_offset + len(batch.records) - 1
+                last = batch.last_offset
                 if time.monotonic() - yielded >= CHURN_SLICE:
                     # A node's event at scale is thousands of batches, built as they are
                     # taken: a slice at a time, and never far ahead of the loader.

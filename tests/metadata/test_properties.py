@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 import uuid
+from collections.abc import Sequence
+from typing import cast
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from broker.errors import ReplayError
 from broker.metadata import Lease, MetadataDelta, MetadataImage, Provenance, replay_records
 from broker.metadata.records import (
     KeyValue,
@@ -17,10 +20,13 @@ from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,
     PartitionRecord,
+    RecordBatch,
     RemoveKVRecord,
     RemoveS3StreamRecord,
     S3StreamRecord,
     TopicRecord,
+    decode_batch,
+    encode_batch,
     encode_record,
 )
 from broker.metadata.sources import Snapshot, SnapshotEncoder, encoded_records
@@ -48,6 +54,41 @@ def test_encoded_records_are_the_written_records_encoded(records: list[MetadataR
         written = list(image.write())
     assert b"".join(data for data, _ in runs) == b"".join(map(encode_record, written))
     assert sum(count for _, count in runs) == len(written)
+
+
+def _replayed_skipping_errors(
+    base: MetadataImage, records: Sequence[MetadataRecord]
+) -> tuple[list[tuple[str, str, int | None]], int, list[MetadataRecord]]:
+    """Replay ``records`` onto ``base`` as the loader does, skipping a record that fails:
+    the errors, the records replayed and what the image then writes."""
+    delta = MetadataDelta(base)
+    errors = []
+    first = 0
+    while first < len(records):
+        try:
+            delta.replay_all(records[first:], first)
+            break
+        except ReplayError as error:
+            errors.append((error.record_type, error.reason, error.offset))
+            first = cast(int, error.offset) + 1  # numbered from the first record
+    with Lease(delta.apply(PROVENANCE)) as image:
+        return errors, delta.records, list(image.write())
+
+
+@given(record_sequences(), record_sequences())
+def test_replaying_a_trusted_batch_as_replay_takes_it_is_replaying_its_records(
+    records: list[MetadataRecord], unrelated: list[MetadataRecord]
+) -> None:
+    """Views (see RecordView) replay as their records, errors included: onto an
+    unrelated image, some records of a valid sequence fail."""
+    assume(records)
+    data = encode_batch(RecordBatch(0, 1, 0, tuple(records)))
+    batch, _ = decode_batch(data, trusted=True)
+    with Lease(replay_records(unrelated, PROVENANCE)) as base:
+        for onto in (MetadataImage.EMPTY, base):
+            assert _replayed_skipping_errors(onto, batch.replayable) == _replayed_skipping_errors(
+                onto, records
+            )
 
 
 @given(record_sequences(), st.data())

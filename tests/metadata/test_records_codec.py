@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 import struct
 import uuid
 from typing import Any
@@ -22,7 +25,9 @@ from broker.metadata.records import (
     MetadataRecord,
     PartitionChangeRecord,
     RecordBatch,
+    RecordView,
     RegisterBrokerRecord,
+    RemoveS3StreamRecord,
     ScramMechanism,
     UserScramCredentialRecord,
     decode_batch,
@@ -153,6 +158,87 @@ def test_trusted_decode_builds_the_records_validation_builds(
         assert decode_record(encode_record(checked), trusted=True) == checked
 
 
+@given(record_sequences(max_steps=40), st.lists(MARKERS, max_size=3))
+def test_a_trusted_batch_replays_views_that_read_as_its_records(
+    records: list[MetadataRecord], markers: list[MetadataRecord]
+) -> None:
+    records = records + markers
+    assume(records)
+    data = encode_batch(RecordBatch(7, 1, 0, tuple(records)))
+    trusted, _ = decode_batch(data, trusted=True)
+    assert trusted.record_count == len(records)
+    for replayable, record in zip(trusted.replayable, records, strict=True):
+        if not isinstance(replayable, RecordView):
+            assert type(replayable) is type(record)
+            assert replayable == record
+            continue
+        assert type(record).__name__ in VIEWED
+        assert replayable.record_class is type(record)
+        assert type(replayable).__name__ == type(record).__name__  # replay errors name it
+        for name in type(record).model_fields:
+            # repr tells an IntEnum from its int, == does not
+            assert repr(getattr(replayable, name)) == repr(getattr(record, name))
+        assert replayable.record() == record
+    assert trusted.records == tuple(records)
+    assert trusted.records is trusted.records  # built once
+    # A batch from elsewhere holds its records as they are.
+    validated, _ = decode_batch(data)
+    assert validated.replayable is validated.records
+
+
+VIEWED = {
+    "RangeRecord",
+    "S3StreamRecord",
+    "PartitionRecord",
+    "PartitionChangeRecord",
+    "RemoveS3StreamRecord",
+    "S3StreamObjectRecord",
+    "AssignedS3ObjectIdRecord",
+    "RemoveS3ObjectRecord",
+    "RemoveRangeRecord",
+    "RemoveS3StreamObjectRecord",
+}
+
+
+def test_a_batch_decoded_from_our_storage_is_a_batch_like_any_other() -> None:
+    records = (
+        FeatureLevelRecord(name="a", feature_level=1),
+        RemoveS3StreamRecord(stream_id=3),
+    )
+    built = RecordBatch(5, 1, 99, records)
+    data = encode_batch(built)
+    # Each check on a batch whose records were not built yet.
+
+    def decode() -> RecordBatch:
+        return decode_batch(data, trusted=True)[0]
+
+    assert isinstance(decode().replayable[1], RecordView)
+    assert decode() == built
+    assert built == decode()
+    assert hash(decode()) == hash(built)
+    assert repr(decode()) == repr(built).replace("size=None", f"size={len(data)}")
+    assert (decode().last_offset, decode().next_offset) == (6, 7)
+    assert pickle.loads(pickle.dumps(decode())) == built
+    assert copy.copy(decode()) == built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decode().epoch = 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del decode().records
+    later = built.replace(append_time_ms=100)
+    assert later == RecordBatch(5, 1, 100, records)
+    assert later != built
+    assert built != (5, 1, 99, records)
+    with pytest.raises(TypeError, match="no field 'offset'"):
+        built.replace(offset=1)
+    match built:
+        case RecordBatch(base_offset, epoch, append_time_ms, matched, _):
+            assert (base_offset, epoch, append_time_ms, matched) == (5, 1, 99, records)
+    with pytest.raises(ValueError, match="at least one record"):
+        RecordBatch(0, 1, 0, ())
+    with pytest.raises(ValueError, match="base_offset must be >= 0"):
+        RecordBatch(-1, 1, 0, records)
+
+
 def _fields(model: BaseModel) -> tuple[object, ...]:
     """A model's field values in order, nested models as tuples (the encoder's input)."""
     return tuple(_field(value) for value in model.__dict__.values())
@@ -198,6 +284,10 @@ def test_trusted_decode_of_an_older_shorter_record_fills_its_defaults() -> None:
     short = msgpack.packb([5, 0, 3, msgpack.ExtType(1, topic.bytes), [1, 2], 4], use_bin_type=True)
     record = decode_record(short, trusted=True)
     assert record == PartitionChangeRecord(partition_id=3, topic_id=topic, isr=(1, 2), leader=4)
+    # Replay gets that record too, not a view of the short array.
+    batch, _ = decode_batch(encode_frame(0, 1, 0, 1, short), trusted=True)
+    assert batch.replayable == (record,)
+    assert type(batch.replayable[0]) is PartitionChangeRecord
 
 
 def test_trusted_decode_still_reports_an_unknown_type_or_a_bad_enum() -> None:
@@ -234,12 +324,16 @@ def test_trusted_decode_names_what_is_wrong_with_a_malformed_record(
 ) -> None:
     import msgpack
 
-    # A good record first: its type's builder is then cached for the fast lookup.
-    good = encode_record(FeatureLevelRecord(name="a", feature_level=1))
+    # Good records first: their types' builders are then cached for the fast lookup.
+    viewed = RemoveS3StreamRecord(stream_id=1)
+    good = encode_record(FeatureLevelRecord(name="a", feature_level=1)) + encode_record(viewed)
     payload = good + msgpack.packb(record)
     with pytest.raises(CorruptRecordError, match=message) as caught:
-        decode_batch(encode_frame(40, 1, 0, 2, payload), trusted=True)
+        decode_batch(encode_frame(40, 1, 0, 3, payload), trusted=True)
     assert caught.value.offset == 40
+    # The checked path that named the error built records: views are still used after.
+    batch, _ = decode_batch(encode_frame(0, 1, 0, 1, encode_record(viewed)), trusted=True)
+    assert isinstance(batch.replayable[0], RecordView)
 
 
 def _frames() -> tuple[bytes, bytes]:

@@ -105,7 +105,7 @@ class _Group:
         if self.base_offset < 0:
             self.base_offset = batch.base_offset
         self.batches += 1
-        self.records += len(batch.records)
+        self.records += batch.record_count
         if self.bytes is not None:
             self.bytes = None if batch.encoded_size is None else self.bytes + batch.encoded_size
 
@@ -251,7 +251,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
             caught_up = self._caught_up.is_set()
             for batch in batches:
                 group.add(batch)
-                records = batch.records
+                records = batch.replayable  # views of the hot types, not records
                 if not _MARKERS.isdisjoint(map(type, records)):
                     in_transaction, delta, group = await self._replay_with_markers(
                         delta, batch, group, in_transaction
@@ -308,8 +308,8 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         """Replay a batch that holds transaction markers, record by record; returns
         whether a transaction is open after it, and the delta and group to go on with."""
         base_offset = batch.base_offset
-        for index, record in enumerate(batch.records):
-            kind = type(record)
+        for index, record in enumerate(batch.replayable):
+            kind = type(record)  # a marker is never a view
             if kind not in _MARKERS:
                 await self._replay(delta, batch, index, index + 1, group)
                 continue
@@ -351,7 +351,7 @@ class MetadataLoader(anyio.AsyncContextManagerMixin):
         """Replay records ``first`` to ``end`` (exclusive) of ``batch``; one that fails is
         handled as ``on_replay_error`` says, and the rest go on. ``failed``: a replay of
         this run already failed with it (the records before it are replayed)."""
-        records = batch.records
+        records = batch.replayable
         end = min(end, len(records))
         while True:
             if failed is not None:

@@ -34,6 +34,7 @@ from broker.metadata.records._batch import (
     AUTOMQ_RECORD_IDS,
     RECORD_TYPES,
     RecordBatch,
+    RecordView,
 )
 from broker.metadata.records._codec import (
     FORMAT_VERSION,
@@ -120,6 +121,7 @@ __all__ = [
     "ProducerIdsRecord",
     "RangeRecord",
     "RecordBatch",
+    "RecordView",
     "RegisterBrokerRecord",
     "RegisterControllerRecord",
     "RemoveAccessControlEntryRecord",

@@ -32,6 +32,7 @@ import struct
 import threading
 import types
 import typing
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, NoReturn
 from uuid import UUID
@@ -41,8 +42,19 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from broker.errors import CorruptRecordError
+from broker.metadata.records._automq import (
+    AssignedS3ObjectIdRecord,
+    RangeRecord,
+    RemoveRangeRecord,
+    RemoveS3ObjectRecord,
+    RemoveS3StreamObjectRecord,
+    RemoveS3StreamRecord,
+    S3StreamObjectRecord,
+    S3StreamRecord,
+)
 from broker.metadata.records._base import MetadataRecord
-from broker.metadata.records._batch import RECORD_TYPES, RecordBatch
+from broker.metadata.records._batch import RECORD_TYPES, RecordBatch, RecordView
+from broker.metadata.records._kafka import PartitionChangeRecord, PartitionRecord
 
 __all__ = [
     "FORMAT_VERSION",
@@ -302,6 +314,46 @@ def _validator(cls: type[BaseModel], skip: int) -> _Builder:
     return validate
 
 
+def _field_values(cls: type[BaseModel], skip: int, namespace: dict[str, Any]) -> list[str]:
+    """The expression of each of ``cls``'s fields in a generated builder: its value in
+    the wire array ``w`` (from index ``skip``), converted as the field needs (nested
+    models by their own builders, enums by member); what the conversions use goes in
+    ``namespace``."""
+    values = []
+    for index, field in enumerate(cls.model_fields.values()):
+        value = f"w[{index + skip}]"
+        nested, many = _nested_model(field.annotation)
+        enum_class = _enum_class(field.annotation)
+        if nested is not None:
+            namespace[f"c{index}"] = _builder(nested, 0)
+            built = f"tuple(map(c{index}, {value}))" if many else f"c{index}({value})"
+            value = f"(None if {value} is None else {built})"
+        elif enum_class is not None:
+            # A dict of the members first: calling an enum class runs Python code.
+            namespace[f"c{index}"] = enum_class
+            namespace[f"m{index}"] = {member.value: member for member in enum_class}
+            value = (
+                f"(None if {value} is None else m{index}[{value}]"
+                f" if {value} in m{index} else c{index}({value}))"
+            )
+        values.append(value)
+    return values
+
+
+def _shape_check(cls: type[BaseModel], skip: int) -> str:
+    """The condition under which a wire array is not the current version's: validated."""
+    shape = f"len(w) != {len(cls.model_fields) + skip}"
+    if skip:
+        shape += f" or w[1] != {getattr(cls, 'version', 0)}"
+    return shape
+
+
+def _generated(cls: type[BaseModel], what: str, body: str, namespace: dict[str, Any]) -> _Builder:
+    exec(compile(body, f"<trusted {what} of {cls.__name__}>", "exec"), namespace)
+    build: _Builder = namespace["build"]
+    return build
+
+
 def _builder(cls: type[BaseModel], skip: int) -> _Builder:
     """A function that builds ``cls`` from a wire array whose fields start at ``skip``
     (a record's: 2, after its api key and version). It validates a model pydantic runs
@@ -319,30 +371,11 @@ def _builder(cls: type[BaseModel], skip: int) -> _Builder:
             "names": frozenset(cls.model_fields),
             "validate": validate,
         }
-        items = []
-        for index, (name, field) in enumerate(cls.model_fields.items()):
-            value = f"w[{index + skip}]"
-            nested, many = _nested_model(field.annotation)
-            enum_class = _enum_class(field.annotation)
-            if nested is not None:
-                namespace[f"c{index}"] = _builder(nested, 0)
-                built = f"tuple(map(c{index}, {value}))" if many else f"c{index}({value})"
-                value = f"(None if {value} is None else {built})"
-            elif enum_class is not None:
-                # A dict of the members first: calling an enum class runs Python code.
-                namespace[f"c{index}"] = enum_class
-                namespace[f"m{index}"] = {member.value: member for member in enum_class}
-                value = (
-                    f"(None if {value} is None else m{index}[{value}]"
-                    f" if {value} in m{index} else c{index}({value}))"
-                )
-            items.append(f"{name!r}: {value}")
-        shape = f"len(w) != {len(cls.model_fields) + skip}"
-        if skip:
-            shape += f" or w[1] != {getattr(cls, 'version', 0)}"
+        values = _field_values(cls, skip, namespace)
+        items = [f"{name!r}: {value}" for name, value in zip(cls.model_fields, values, strict=True)]
         source = (
             "def build(w):\n"
-            f"    if {shape}:\n"
+            f"    if {_shape_check(cls, skip)}:\n"
             "        return validate(w)\n"
             "    record = new(cls)\n"
             f"    set_dict(record, {{{', '.join(items)}}})\n"
@@ -351,8 +384,7 @@ def _builder(cls: type[BaseModel], skip: int) -> _Builder:
             "    set_private(record, None)\n"
             "    return record\n"
         )
-        exec(compile(source, f"<trusted decode of {cls.__name__}>", "exec"), namespace)
-        build = namespace["build"]
+        build = _generated(cls, "decode", source, namespace)
     _builders[key] = build
     return build
 
@@ -365,15 +397,85 @@ def _trusted_record_from_wire(wire: object) -> MetadataRecord:
     return record
 
 
+# Record views (see RecordView): for the record types that make up most of a controller's
+# log and whose replay rules only read fields. A view is the wire array with its enums
+# converted, as a tuple of the view class: a fifth of building the record. A rule that
+# kept the record itself (S3ObjectRecord is image content) or read it another way must
+# not be listed; a property test replays views and records and compares the images.
+_VIEWED: tuple[type[MetadataRecord], ...] = (
+    RangeRecord,
+    S3StreamRecord,
+    PartitionRecord,
+    PartitionChangeRecord,
+    RemoveS3StreamRecord,
+    S3StreamObjectRecord,
+    AssignedS3ObjectIdRecord,
+    RemoveS3ObjectRecord,
+    RemoveRangeRecord,
+    RemoveS3StreamObjectRecord,
+)
+
+
+def _view_builder(cls: type[MetadataRecord]) -> _Builder:
+    """A function that builds ``cls``'s view from a record's wire array (checked as the
+    record builder checks it: another shape is validated into a record)."""
+    fields = list(cls.model_fields)
+    # A named tuple's field getters are C code: twice as fast as property(itemgetter).
+    layout = namedtuple("layout", ["key", "version", *fields])  # type: ignore[misc]
+    view_class = type(
+        cls.__name__,
+        (RecordView,),
+        {
+            "__slots__": (),
+            "__module__": __name__,
+            "__qualname__": f"RecordView[{cls.__name__}]",
+            "record_class": cls,
+            "record": _builder(cls, 2),
+            **{name: layout.__dict__[name] for name in fields},
+        },
+    )
+    namespace: dict[str, Any] = {
+        "new": tuple.__new__,
+        "view": view_class,
+        "validate": _record_from_wire,
+    }
+    values = _field_values(cls, 2, namespace)
+    if any(_nested_model(cls.model_fields[name].annotation)[0] for name in fields):
+        raise TypeError(f"{cls.__name__} has nested models: it has no view")
+    plain = values == [f"w[{index + 2}]" for index in range(len(fields))]
+    # nothing to convert: the wire array itself, as a view
+    converted = "w" if plain else f"(w[0], w[1], {', '.join(values)})"
+    source = (
+        "def build(w):\n"
+        f"    if {_shape_check(cls, 2)}:\n"
+        "        return validate(w)\n"
+        f"    return new(view, {converted})\n"
+    )
+    return _generated(cls, "view", source, namespace)
+
+
+_replay_builders: dict[int, _Builder] = {cls.api_key: _view_builder(cls) for cls in _VIEWED}
+"""What a trusted batch's replayable holds, by api key: views of the types above, and
+the record builders of the others as the first record of each type is seen."""
+
+
+def _trusted_replayable(wire: object) -> MetadataRecord:
+    """The checked way in (a record): a type without a view gets its record builder."""
+    record = _trusted_record_from_wire(wire)
+    _replay_builders.setdefault(record.api_key, _record_builders[record.api_key])
+    return record
+
+
 def _trusted_records(wire: tuple[Any, ...]) -> tuple[MetadataRecord, ...]:
-    """The records of a trusted payload: each by its type's builder, found by api key.
+    """The replayable records of a trusted payload: each by its type's builder, found by
+    api key (a RecordView, typed as the record it replays as, or a record).
 
     Anything but an array goes the checked path; an empty array or an unhashable api
     key fails the lookup with IndexError or TypeError, and the checked path then names
     what is wrong with it.
     """
-    get = _record_builders.get
-    checked = _trusted_record_from_wire
+    get = _replay_builders.get
+    checked = _trusted_replayable
     try:
         return tuple([get(w[0], checked)(w) if w.__class__ is tuple else checked(w) for w in wire])
     except (TypeError, IndexError):
@@ -511,8 +613,14 @@ def decode_batch(
             raise ValueError("payload is not an array of records")
         if len(wire) != count:
             raise ValueError(f"header says {count} records, payload holds {len(wire)}")
-        records = _trusted_records(wire) if trusted else tuple(map(_record_from_wire, wire))
-        batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=end - position)
+        size = end - position
+        if trusted:
+            batch = RecordBatch._decoded(
+                base_offset, epoch, append_time, _trusted_records(wire), size
+            )
+        else:
+            records = tuple(map(_record_from_wire, wire))
+            batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=size)
     except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
         raise CorruptRecordError(
             _describe(exc), position=position, offset=base_offset, source=source

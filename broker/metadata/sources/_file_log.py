@@ -379,11 +379,11 @@ class FileRecordLog:
     def _keep_in_tail(self, batch: RecordBatch) -> None:
         self._tail.append(batch)
         self._tail_bases.append(batch.base_offset)
-        self._tail_records += len(batch.records)
-        while self._tail_records - len(self._tail[self._tail_first].records) >= (
+        self._tail_records += batch.record_count
+        while self._tail_records - self._tail[self._tail_first].record_count >= (
             TAIL_CACHE_RECORDS
         ):
-            self._tail_records -= len(self._tail[self._tail_first].records)
+            self._tail_records -= self._tail[self._tail_first].record_count
             self._tail_first += 1
         if self._tail_first > len(self._tail) // 2:  # compact now and then (amortised O(1))
             del self._tail[: self._tail_first], self._tail_bases[: self._tail_first]

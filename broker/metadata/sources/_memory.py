@@ -190,7 +190,7 @@ class InMemoryRecordSource:
         if index < 0 or self._bases[index] != start_offset:
             raise BrokerError(f"{self._name}: offset {start_offset} is not a batch boundary")
         out = take_batches(self._batches_from(index), max_records)
-        budget = max(COMPACT_MAX, sum(len(batch.records) for batch in out))
+        budget = max(COMPACT_MAX, sum(batch.record_count for batch in out))
         while (encoded := self._compact(start_offset - TAIL_RECORDS, COMPACT_MAX)) > 0:
             budget -= encoded
             if budget <= 0:
@@ -228,7 +228,7 @@ class InMemoryRecordSource:
             if batch.next_offset > before_offset:
                 break
             batches[at] = _Compact(batch.base_offset, batch.next_offset, encode_batch(batch))
-            encoded += len(batch.records)
+            encoded += batch.record_count
             at += 1
         self._compacted = at
         self._unsealed_records += encoded

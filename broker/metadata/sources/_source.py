@@ -490,10 +490,10 @@ def take_batches(
     for batch in batches:
         if end_offset is not None and batch.base_offset >= end_offset:
             break
-        if out and count + len(batch.records) > max_records:
+        if out and count + batch.record_count > max_records:
             break
         out.append(batch)
-        count += len(batch.records)
+        count += batch.record_count
         if count >= max_records:
             break  # every batch holds a record: the next would not fit
     return out
