@@ -181,9 +181,14 @@ def test_a_trusted_batch_replays_views_that_read_as_its_records(
         assert replayable.record() == record
     assert trusted.records == tuple(records)
     assert trusted.records is trusted.records  # built once
-    # A batch from elsewhere holds its records as they are.
+    # A batch from elsewhere holds its records as they are, as does one decoded for a
+    # reader that keeps its records.
     validated, _ = decode_batch(data)
     assert validated.replayable is validated.records
+    kept, _ = decode_batch(data, trusted=True, views=False)
+    assert kept.replayable is kept.records
+    assert kept.records == tuple(records)
+    assert not any(isinstance(record, RecordView) for record in kept.records)
 
 
 VIEWED = {

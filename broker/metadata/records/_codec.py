@@ -466,16 +466,17 @@ def _trusted_replayable(wire: object) -> MetadataRecord:
     return record
 
 
-def _trusted_records(wire: tuple[Any, ...]) -> tuple[MetadataRecord, ...]:
-    """The replayable records of a trusted payload: each by its type's builder, found by
-    api key (a RecordView, typed as the record it replays as, or a record).
+def _trusted_records(
+    wire: tuple[Any, ...], builders: dict[int, _Builder], checked: _Builder
+) -> tuple[MetadataRecord, ...]:
+    """The records of a trusted payload, each by its type's builder in ``builders``
+    (found by api key: records, or RecordViews typed as the records they replay as).
 
-    Anything but an array goes the checked path; an empty array or an unhashable api
+    Anything but an array goes the ``checked`` path; an empty array or an unhashable api
     key fails the lookup with IndexError or TypeError, and the checked path then names
     what is wrong with it.
     """
-    get = _replay_builders.get
-    checked = _trusted_replayable
+    get = builders.get
     try:
         return tuple([get(w[0], checked)(w) if w.__class__ is tuple else checked(w) for w in wire])
     except (TypeError, IndexError):
@@ -597,12 +598,15 @@ def decode_batch(
     source: str | None = None,
     max_frame_size: int = MAX_FRAME_SIZE,
     trusted: bool = False,
+    views: bool = True,
 ) -> tuple[RecordBatch, int]:
     """Decode the frame at ``position``; returns the batch and the position after it.
 
     Raises CorruptRecordError with ``truncated=True`` when the buffer ends inside the
     frame (a torn write), and ``truncated=False`` for anything else. ``trusted``: the
     frame was written by this library to storage of its own (see the module docstring).
+    ``views``: a trusted batch replays RecordViews and builds its records when they are
+    read (for a reader that replays it); False builds them now (one that keeps them).
     """
     base_offset, epoch, append_time, count, end = read_frame_header(
         data, position, source=source, max_frame_size=max_frame_size
@@ -614,10 +618,12 @@ def decode_batch(
         if len(wire) != count:
             raise ValueError(f"header says {count} records, payload holds {len(wire)}")
         size = end - position
-        if trusted:
-            batch = RecordBatch._decoded(
-                base_offset, epoch, append_time, _trusted_records(wire), size
-            )
+        if trusted and views:
+            replayable = _trusted_records(wire, _replay_builders, _trusted_replayable)
+            batch = RecordBatch._decoded(base_offset, epoch, append_time, replayable, size)
+        elif trusted:
+            records = _trusted_records(wire, _record_builders, _trusted_record_from_wire)
+            batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=size)
         else:
             records = tuple(map(_record_from_wire, wire))
             batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=size)
@@ -629,11 +635,16 @@ def decode_batch(
 
 
 def iter_batches(
-    data: bytes | bytearray | memoryview, *, source: str | None = None, trusted: bool = False
+    data: bytes | bytearray | memoryview,
+    *,
+    source: str | None = None,
+    trusted: bool = False,
+    views: bool = True,
 ) -> Iterator[tuple[int, RecordBatch]]:
-    """Every frame in ``data`` as ``(position, batch)``; stops with an error on garbage."""
+    """Every frame in ``data`` as ``(position, batch)``; stops with an error on garbage.
+    ``trusted`` and ``views`` as for :func:`decode_batch`."""
     position = 0
     while position < len(data):
-        batch, end = decode_batch(data, position, source=source, trusted=trusted)
+        batch, end = decode_batch(data, position, source=source, trusted=trusted, views=views)
         yield position, batch
         position = end

@@ -402,7 +402,8 @@ class Snapshot:
         # An image's worth of acyclic records, all kept: collections during the decode
         # would walk them again and again (see broker._gc).
         with collection_paused(catching_up=True) if trusted else nullcontext():
-            for _, batch in iter_batches(data, source=name, trusted=trusted):
+            # views=False: a snapshot keeps its records
+            for _, batch in iter_batches(data, source=name, trusted=trusted, views=False):
                 if provenance is None:
                     provenance = Provenance(batch.base_offset, batch.epoch, batch.append_time_ms)
                 records.extend(r for r in batch.records if not isinstance(r, NoOpRecord))
