@@ -41,7 +41,7 @@ class RecordView(tuple[Any, ...]):
     """A record of a trusted batch as replay reads it: its wire array (api key, version,
     fields in order, enums converted) with the record type's field names as attributes.
 
-    Building a pydantic record costs about five times more than this, and a catch-up
+    Building a pydantic record costs three to five times more than this, and a catch-up
     from our own log replays every record once and drops it: :attr:`RecordBatch.replayable`
     holds views for the hot record types of a controller's log, whose replay rules only
     read fields. Nothing outside replay sees one: :attr:`RecordBatch.records` builds the

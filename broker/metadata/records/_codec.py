@@ -23,8 +23,8 @@ sim controller's log). A trusted record's type is looked up by its api key's val
 its version must be the current one for the fast path; any other shape is validated.
 Records from anywhere else (appends through the API, an etcd log another process
 writes) keep the validating path. A trusted batch goes further for replay: its hot
-record types are decoded as RecordViews (a fifth of a record's cost), and its records
-are built only if someone reads them (``views=False`` builds them at once).
+record types are decoded as RecordViews (a third to a fifth of a record's cost), and
+its records are built only if someone reads them (``views=False`` builds them now).
 """
 
 from __future__ import annotations
@@ -399,13 +399,14 @@ def _trusted_record_from_wire(wire: object) -> MetadataRecord:
     return record
 
 
-# Record views (see RecordView): for the record types that make up most of a controller's
-# log and whose replay rules only read fields. A view is the wire array with its enums
-# converted, as a tuple of the view class: a fifth of building the record. A rule that
-# kept the record itself (S3ObjectRecord is image content) or read it another way must
-# not be listed (PartitionChangeRecord's reads the record's __dict__, which is faster
-# than a pydantic record's attributes: those go through pydantic's __getattr__ hook); a
-# property test replays views and records and compares the images.
+# Record views (see RecordView): for the record types that make up most of a
+# controller's log and whose replay rules only read fields. A view is the wire array
+# with its enums converted, as a tuple of the view class: a third to a fifth of building
+# the record. A rule that kept the record itself (S3ObjectRecord is image content) or
+# read it another way must not be listed (PartitionChangeRecord's reads the record's
+# __dict__, which is faster than a pydantic record's attributes: those go through
+# pydantic's __getattr__ hook); a property test replays views and records and compares
+# the images.
 _VIEWED: tuple[type[MetadataRecord], ...] = (
     RangeRecord,
     S3StreamRecord,
