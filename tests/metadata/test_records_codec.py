@@ -28,7 +28,9 @@ from broker.metadata.records import (
     RecordView,
     RegisterBrokerRecord,
     RemoveS3StreamRecord,
+    S3StreamRecord,
     ScramMechanism,
+    StreamState,
     UserScramCredentialRecord,
     decode_batch,
     decode_record,
@@ -212,9 +214,9 @@ def test_a_batch_decoded_from_our_storage_is_a_batch_like_any_other() -> None:
     )
     built = RecordBatch(5, 1, 99, records)
     data = encode_batch(built)
-    # Each check on a batch whose records were not built yet.
 
     def decode() -> RecordBatch:
+        """A batch whose records were not built yet: one per check."""
         return decode_batch(data, trusted=True)[0]
 
     assert isinstance(decode().replayable[1], RecordView)
@@ -289,10 +291,12 @@ def test_trusted_decode_of_an_older_shorter_record_fills_its_defaults() -> None:
     short = msgpack.packb([5, 0, 3, msgpack.ExtType(1, topic.bytes), [1, 2], 4], use_bin_type=True)
     record = decode_record(short, trusted=True)
     assert record == PartitionChangeRecord(partition_id=3, topic_id=topic, isr=(1, 2), leader=4)
-    # Replay gets that record too, not a view of the short array.
-    batch, _ = decode_batch(encode_frame(0, 1, 0, 1, short), trusted=True)
-    assert batch.replayable == (record,)
-    assert type(batch.replayable[0]) is PartitionChangeRecord
+    # A type replay takes as views: a short array is validated into a record as well.
+    stream = msgpack.packb([501, 0, 7, 2], use_bin_type=True)
+    batch, _ = decode_batch(encode_frame(0, 1, 0, 1, stream), trusted=True)
+    assert batch.replayable == (S3StreamRecord(stream_id=7, epoch=2),)
+    assert type(batch.replayable[0]) is S3StreamRecord
+    assert batch.replayable[0].state is StreamState.OPENED
 
 
 def test_trusted_decode_still_reports_an_unknown_type_or_a_bad_enum() -> None:
