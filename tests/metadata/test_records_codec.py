@@ -141,13 +141,17 @@ MARKERS = st.sampled_from(
 )
 
 
+def _encoded(records: list[MetadataRecord], markers: list[MetadataRecord]) -> bytes:
+    """A frame of ``records`` and then ``markers`` (a batch holds at least one record)."""
+    assume(records + markers)
+    return encode_batch(RecordBatch(7, 1, 0, (*records, *markers)))
+
+
 @given(record_sequences(max_steps=40), st.lists(MARKERS, max_size=3))
 def test_trusted_decode_builds_the_records_validation_builds(
     records: list[MetadataRecord], markers: list[MetadataRecord]
 ) -> None:
-    records = records + markers
-    assume(records)
-    data = encode_batch(RecordBatch(7, 1, 0, tuple(records)))
+    data = _encoded(records, markers)
     trusted, _ = decode_batch(data, trusted=True)
     validated, _ = decode_batch(data)
     assert trusted == validated
@@ -164,9 +168,8 @@ def test_trusted_decode_builds_the_records_validation_builds(
 def test_a_trusted_batch_replays_views_that_read_as_its_records(
     records: list[MetadataRecord], markers: list[MetadataRecord]
 ) -> None:
+    data = _encoded(records, markers)
     records = records + markers
-    assume(records)
-    data = encode_batch(RecordBatch(7, 1, 0, tuple(records)))
     trusted, _ = decode_batch(data, trusted=True)
     assert trusted.record_count == len(records)
     for replayable, record in zip(trusted.replayable, records, strict=True):

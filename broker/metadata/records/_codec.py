@@ -424,6 +424,8 @@ def _view_builder(cls: type[MetadataRecord]) -> _Builder:
     """A function that builds ``cls``'s view from a record's wire array (checked as the
     record builder checks it: another shape is validated into a record)."""
     fields = list(cls.model_fields)
+    if any(_nested_model(cls.model_fields[name].annotation)[0] for name in fields):
+        raise TypeError(f"{cls.__name__} has nested models: it has no view")
     # A named tuple's field getters are C code: twice as fast as property(itemgetter).
     layout = namedtuple("layout", ["key", "version", *fields])  # type: ignore[misc]
     view_class = type(
@@ -444,8 +446,6 @@ def _view_builder(cls: type[MetadataRecord]) -> _Builder:
         "validate": _record_from_wire,
     }
     values = _field_values(cls, 2, namespace)
-    if any(_nested_model(cls.model_fields[name].annotation)[0] for name in fields):
-        raise TypeError(f"{cls.__name__} has nested models: it has no view")
     plain = values == [f"w[{index + 2}]" for index in range(len(fields))]
     # nothing to convert: the wire array itself, as a view
     converted = "w" if plain else f"(w[0], w[1], {', '.join(values)})"
@@ -625,11 +625,12 @@ def decode_batch(
         if trusted and views:
             replayable = _trusted_records(wire, _replay_builders, _trusted_replayable)
             batch = RecordBatch._decoded(base_offset, epoch, append_time, replayable, size)
-        elif trusted:
-            records = _trusted_records(wire, _record_builders, _trusted_record_from_wire)
-            batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=size)
         else:
-            records = tuple(map(_record_from_wire, wire))
+            records = (
+                _trusted_records(wire, _record_builders, _trusted_record_from_wire)
+                if trusted
+                else tuple(map(_record_from_wire, wire))
+            )
             batch = RecordBatch(base_offset, epoch, append_time, records, encoded_size=size)
     except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
         raise CorruptRecordError(
