@@ -93,8 +93,8 @@ class MetadataDelta:
         part = self._parts.get(name)
         if part is None:
             base = getattr(self._image, name)
-            if name == "topics":
-                part = TopicsDelta(base, snapshot=self._snapshot)
+            if name in ("topics", "streams"):
+                part = _DELTA_TYPES[name](base, snapshot=self._snapshot)
             else:
                 part = _DELTA_TYPES[name](base)
             self._parts[name] = part

@@ -242,17 +242,29 @@ def _stream_encoded(stream_id: int, stream: StreamMetadata) -> tuple[bytes, int]
     return stream.encoded()
 
 
+def _mention(
+    mentioned: dict[int, tuple[set[int], set[int]]], stream_id: int
+) -> tuple[set[int], set[int]]:
+    """The range indexes and object ids named of ``stream_id`` (see StreamsDelta.mentioned)."""
+    named = mentioned.get(stream_id)
+    if named is None:
+        named = mentioned[stream_id] = (set(), set())
+    return named
+
+
 class StreamsDelta:
     """Changes to streams, their ranges and objects."""
 
     __slots__ = ("assigned_stream_id", "image", "mentioned", "streams")
 
-    def __init__(self, image: StreamsImage) -> None:
+    def __init__(self, image: StreamsImage, *, snapshot: bool = False) -> None:
         self.image = image
         self.streams: MapChanges[int, StreamMetadata] = MapChanges(image.streams)
         self.assigned_stream_id: int | None = None
-        self.mentioned: dict[int, tuple[set[int], set[int]]] = {}
-        """Per stream: range indexes and object ids records of this delta named."""
+        self.mentioned: dict[int, tuple[set[int], set[int]]] | None = {} if snapshot else None
+        """Per stream: range indexes and object ids records of this delta named, for
+        :meth:`finish_snapshot`. Kept by a snapshot's delta only (None otherwise): in a
+        log's replay it cost a tenth of the time."""
 
     @classmethod
     def creating(cls, image: StreamsImage) -> StreamsDelta:
@@ -274,12 +286,6 @@ class StreamsDelta:
             raise Reject(f"stream {stream_id} does not exist")
         return stream
 
-    def _mention(self, stream_id: int) -> tuple[set[int], set[int]]:
-        mentioned = self.mentioned.get(stream_id)
-        if mentioned is None:
-            mentioned = self.mentioned[stream_id] = (set(), set())
-        return mentioned
-
     def replay_stream(self, record: S3StreamRecord) -> None:
         # An update keeps the stream's ranges and objects.
         """Fold a ``S3StreamRecord`` into this delta."""
@@ -299,13 +305,15 @@ class StreamsDelta:
                 ),
             ),
         )
-        self._mention(record.stream_id)
+        if self.mentioned is not None:  # a snapshot's delta
+            _mention(self.mentioned, record.stream_id)
 
     def replay_remove_stream(self, record: RemoveS3StreamRecord) -> None:
         """Fold a ``RemoveS3StreamRecord`` into this delta."""
         self._stream(record.stream_id)
         self.streams.delete(record.stream_id)
-        self.mentioned.pop(record.stream_id, None)
+        if self.mentioned is not None:  # a snapshot's delta
+            self.mentioned.pop(record.stream_id, None)
 
     def replay_range(self, record: RangeRecord) -> None:
         """Fold a ``RangeRecord`` into this delta."""
@@ -325,7 +333,8 @@ class StreamsDelta:
         self.streams.set(
             record.stream_id, stream.with_parts(ranges=_with_range(stream.ranges, new))
         )
-        self._mention(record.stream_id)[0].add(record.range_index)
+        if self.mentioned is not None:  # a snapshot's delta
+            _mention(self.mentioned, record.stream_id)[0].add(record.range_index)
 
     def replay_remove_range(self, record: RemoveRangeRecord) -> None:
         """Fold a ``RemoveRangeRecord`` into this delta."""
@@ -334,7 +343,8 @@ class StreamsDelta:
         if len(ranges) == len(stream.ranges):
             raise Reject(f"stream {record.stream_id} has no range {record.range_index}")
         self.streams.set(record.stream_id, stream.with_parts(ranges=ranges))
-        self._mention(record.stream_id)[0].discard(record.range_index)
+        if self.mentioned is not None:  # a snapshot's delta
+            _mention(self.mentioned, record.stream_id)[0].discard(record.range_index)
 
     def replay_stream_object(self, record: S3StreamObjectRecord) -> None:
         """Fold a ``S3StreamObjectRecord`` into this delta."""
@@ -347,7 +357,8 @@ class StreamsDelta:
             record.stream_id,
             stream.with_parts(objects=stream.objects.set(obj.object_id, obj)),
         )
-        self._mention(record.stream_id)[1].add(record.object_id)
+        if self.mentioned is not None:  # a snapshot's delta
+            _mention(self.mentioned, record.stream_id)[1].add(record.object_id)
 
     def replay_remove_stream_object(self, record: RemoveS3StreamObjectRecord) -> None:
         """Fold a ``RemoveS3StreamObjectRecord`` into this delta."""
@@ -358,16 +369,31 @@ class StreamsDelta:
             record.stream_id,
             stream.with_parts(objects=stream.objects.delete(record.object_id)),
         )
-        self._mention(record.stream_id)[1].discard(record.object_id)
+        if self.mentioned is not None:  # a snapshot's delta
+            _mention(self.mentioned, record.stream_id)[1].discard(record.object_id)
 
     def replay_assigned_stream_id(self, record: AssignedStreamIdRecord) -> None:
         """Fold a ``AssignedStreamIdRecord`` into this delta."""
         self.assigned_stream_id = record.assigned_stream_id
 
     def finish_snapshot(self) -> None:
-        """End of a snapshot: delete every base entry the snapshot did not mention."""
+        """End of a snapshot: delete every base entry the snapshot did not mention.
+
+        A delta not made for a snapshot keeps no record of the ranges and objects its
+        records named: each stream it changed is kept whole, the others are deleted.
+        """
+        if self.mentioned is None:
+            self.streams.finish_snapshot()
+        else:
+            self._delete_unmentioned(self.mentioned)
+        if self.assigned_stream_id is None:
+            self.assigned_stream_id = -1
+
+    def _delete_unmentioned(
+        self, mentioned_by_stream: dict[int, tuple[set[int], set[int]]]
+    ) -> None:
         for stream_id in list(self.streams.keys()):
-            mentioned = self.mentioned.get(stream_id)
+            mentioned = mentioned_by_stream.get(stream_id)
             if mentioned is None:
                 self.streams.delete(stream_id)
                 continue
@@ -377,8 +403,6 @@ class StreamsDelta:
             kept_objects = Map({k: v for k, v in stream.objects.items() if k in objects})
             if len(kept_ranges) != len(stream.ranges) or len(kept_objects) != len(stream.objects):
                 self.streams.set(stream_id, stream.with_parts(kept_ranges, kept_objects))
-        if self.assigned_stream_id is None:
-            self.assigned_stream_id = -1
 
     def apply(self) -> StreamsImage:
         """The image with these changes (the base image itself when nothing changed)."""

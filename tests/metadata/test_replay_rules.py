@@ -377,3 +377,26 @@ def test_a_snapshot_may_reuse_a_name_held_by_a_topic_it_has_not_mentioned(
     delta.finish_snapshot()
     with Lease(delta.apply(P)) as new:
         assert dict(new.topics.by_name) == {"orders": OTHER}
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_finish_snapshot_keeps_the_stream_ranges_a_snapshot_named(
+    image: MetadataImage, snapshot: bool
+) -> None:
+    # A snapshot's S3StreamRecord keeps the base stream's ranges until finish_snapshot,
+    # which drops those the snapshot did not name. A delta not made for a snapshot does
+    # not track names: finishing it keeps each stream it changed whole.
+    delta = MetadataDelta(image, snapshot=snapshot)
+    delta.replay_all(
+        [
+            S3StreamRecord(stream_id=5, epoch=2, range_index=1),
+            RangeRecord(
+                stream_id=5, epoch=2, range_index=1, start_offset=10, end_offset=20, node_id=1
+            ),
+        ]
+    )
+    delta.finish_snapshot()
+    with Lease(delta.apply(P)) as new:
+        stream = new.streams.streams[5]
+        assert [r.range_index for r in stream.ranges] == ([1] if snapshot else [0, 1])
+        assert not new.topics.by_id  # not named by the records: deleted either way
