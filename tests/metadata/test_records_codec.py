@@ -409,12 +409,23 @@ def _reframe(body: bytes) -> bytes:
         (b"\x92\x90\x90", "header says 1 records"),
     ],
 )
-def test_garbage_with_a_valid_crc_names_the_offset_and_reason(payload: bytes, reason: str) -> None:
+@pytest.mark.parametrize("trusted", [False, True])
+def test_garbage_with_a_valid_crc_names_the_offset_and_reason(
+    payload: bytes, reason: str, trusted: bool
+) -> None:
     body = struct.pack(">BqiqI", 1, 42, 1, 0, 1) + payload
     with pytest.raises(CorruptRecordError) as caught:
-        decode_batch(_reframe(body))
+        decode_batch(_reframe(body), trusted=trusted)
     assert caught.value.offset == 42
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_frame_with_a_negative_base_offset_does_not_decode(trusted: bool) -> None:
+    record = FeatureLevelRecord(name="a", feature_level=1)
+    frame = encode_frame(-1, 1, 0, 1, encode_record(record))
+    with pytest.raises(CorruptRecordError, match="base_offset must be >= 0"):
+        decode_batch(frame, trusted=trusted)
 
 
 def test_unknown_frame_format_is_refused() -> None:

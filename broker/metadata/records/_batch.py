@@ -106,9 +106,19 @@ class RecordBatch:
         replayable: tuple[MetadataRecord, ...],
         encoded_size: int,
     ) -> RecordBatch:
-        """A batch of trusted records, some of them views (the codec's)."""
-        batch = cls.__new__(cls)
-        batch._init(base_offset, epoch, append_time_ms, None, replayable, encoded_size)
+        """A batch of trusted records, some of them views (the codec's, which checked
+        that it holds records). Set slot by slot: a file log holds tens of thousands of
+        small batches, and ``__init__``'s way cost twice as much."""
+        if base_offset < 0:
+            raise ValueError(f"base_offset must be >= 0, got {base_offset}")
+        batch = _new(cls)
+        _set_base_offset(batch, base_offset)
+        _set_epoch(batch, epoch)
+        _set_append_time_ms(batch, append_time_ms)
+        _set_records(batch, None)
+        _set_replayable(batch, replayable)
+        _set_encoded_size(batch, encoded_size)
+        _set_record_count(batch, len(replayable))
         return batch
 
     def _init(
@@ -203,3 +213,27 @@ class RecordBatch:
             raise TypeError(f"RecordBatch has no field {sorted(unknown)[0]!r}")
         fields.update(changes)
         return RecordBatch(**fields)
+
+
+_new = object.__new__
+# The slots' own setters (RecordBatch.__setattr__ refuses assignment: it is frozen).
+(
+    _set_base_offset,
+    _set_epoch,
+    _set_append_time_ms,
+    _set_records,
+    _set_replayable,
+    _set_encoded_size,
+    _set_record_count,
+) = (
+    RecordBatch.__dict__[name].__set__
+    for name in (
+        "base_offset",
+        "epoch",
+        "append_time_ms",
+        "_records",
+        "_replayable",
+        "encoded_size",
+        "record_count",
+    )
+)

@@ -546,6 +546,30 @@ def _corrupt(
     )
 
 
+def _frame_fields(
+    data: bytes | bytearray | memoryview, position: int, max_frame_size: int
+) -> tuple[int, int, int, int, int] | None:
+    """``(base offset, epoch, append time, record count, end)`` of the frame at
+    ``position`` if it passes every check of :func:`read_frame_header`, else None (which
+    then names what is wrong). One unpack and one test: a third of a frame's reading."""
+    try:
+        length, crc, fmt, base_offset, epoch, append_time, count = _HEADER.unpack_from(
+            data, position
+        )
+    except struct.error:  # fewer bytes left than a header
+        return None
+    end = position + _LENGTH.size + length
+    if (
+        _HEADER.size - _LENGTH.size <= length <= max_frame_size
+        and end <= len(data)
+        and fmt == FORMAT_VERSION
+        and count >= 1
+        and crc32c.crc32c(memoryview(data)[position + _CRC_START : end]) == crc
+    ):
+        return base_offset, epoch, append_time, count, end
+    return None
+
+
 def read_frame_header(
     data: bytes | bytearray | memoryview,
     position: int = 0,
@@ -560,6 +584,16 @@ def read_frame_header(
     Raises CorruptRecordError as :func:`decode_batch` does, but only for what the header
     and the CRC show: a CRC-valid payload that does not decode fails when it is decoded.
     """
+    fields = _frame_fields(data, position, max_frame_size)
+    if fields is None:
+        _bad_frame(data, position, source, max_frame_size)
+    return FrameHeader(*fields)
+
+
+def _bad_frame(
+    data: bytes | bytearray | memoryview, position: int, source: str | None, max_frame_size: int
+) -> NoReturn:
+    """Raise the CorruptRecordError that says why the frame at ``position`` is bad."""
     end_of_data = len(data)
     if end_of_data - position < _LENGTH.size:
         _corrupt(
@@ -579,7 +613,7 @@ def read_frame_header(
             source,
             truncated=True,
         )
-    _, crc, fmt, base_offset, epoch, append_time, count = _HEADER.unpack_from(data, position)
+    _, crc, fmt, base_offset, _, _, _ = _HEADER.unpack_from(data, position)
     actual = crc32c.crc32c(memoryview(data)[position + _CRC_START : end])
     if actual != crc:
         _corrupt(f"CRC32C mismatch: stored {crc:#010x}, computed {actual:#010x}", position, source)
@@ -590,9 +624,8 @@ def read_frame_header(
             source,
             offset=base_offset,
         )
-    if count < 1:
-        _corrupt("a frame holds at least one record", position, source, offset=base_offset)
-    return FrameHeader(base_offset, epoch, append_time, count, end)
+    # what is left of _frame_fields' checks: the record count
+    _corrupt("a frame holds at least one record", position, source, offset=base_offset)
 
 
 def decode_batch(
@@ -612,9 +645,10 @@ def decode_batch(
     ``views``: a trusted batch replays RecordViews and builds its records when they are
     read (for a reader that replays it); False builds them now (one that keeps them).
     """
-    base_offset, epoch, append_time, count, end = read_frame_header(
-        data, position, source=source, max_frame_size=max_frame_size
-    )
+    fields = _frame_fields(data, position, max_frame_size)
+    if fields is None:
+        _bad_frame(data, position, source, max_frame_size)
+    base_offset, epoch, append_time, count, end = fields
     try:
         wire = _unpack(memoryview(data)[position + _HEADER.size : end])
         if not isinstance(wire, tuple):
