@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
 import anyio
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from broker.errors import CorruptRecordError, SnapshotRequiredError
@@ -18,6 +21,7 @@ from broker.metadata.records import PartitionChangeRecord, RecordBatch, encode_f
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource
 from broker.metadata.sources import _file_log as file_log
 from broker.metadata.sources import _memory as memory
+from broker.metadata.sources._source import take_batches
 from broker.sim import SyntheticController, WorkloadConfig
 from tests.helpers import RecordingConsumer, replay_batches, topic_records
 
@@ -118,7 +122,38 @@ async def test_opening_checks_frames_and_a_read_decodes_their_records(tmp_path: 
         with pytest.raises(CorruptRecordError, match="unknown record api_key 999") as caught:
             await log.read(next_offset, 1000)
     assert caught.value.offset == next_offset
+    assert caught.value.position == segment(tmp_path).stat().st_size - len(bad)  # in the file
     assert str(segment(tmp_path)) in str(caught.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=12),
+    segment_bytes=st.sampled_from([1, 150, 400, 1 << 20]),
+    start=st.integers(0, 11),
+    max_records=st.integers(0, 20),
+)
+def test_a_read_from_the_file_takes_the_batches_a_read_of_them_would(
+    sizes: list[int], segment_bytes: int, start: int, max_records: int
+) -> None:
+    # A read finds its frames in the index and reads and decodes only those: the same
+    # batches as take_batches over every batch, across segments, for any read size.
+    async def check(directory: Path) -> None:
+        async with await FileRecordLog.open(
+            directory, fsync="never", segment_bytes=segment_bytes
+        ) as log:
+            await log.append(topic_records(A, "orders", 2))
+            for i, size in enumerate(sizes):
+                await log.append([change(i % 2, 1 + (i + n) % 3) for n in range(size)])
+        async with await FileRecordLog.open(directory, fsync="never") as log:
+            everything = await log.read(0, 10_000)  # from the file: nothing in the tail
+            assert [b.next_offset for b in everything][-1] == await log.high_water_mark()
+            first = everything[min(start, len(everything) - 1)]
+            expected = take_batches(everything[everything.index(first) :], max_records)
+            assert await log.read(first.base_offset, max_records) == expected
+
+    with tempfile.TemporaryDirectory() as directory:
+        anyio.run(check, Path(directory))
 
 
 async def test_an_offset_gap_between_segments_is_an_error(tmp_path: Path) -> None:

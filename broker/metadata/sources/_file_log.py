@@ -22,7 +22,7 @@ import bisect
 import os
 import threading
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -411,32 +411,76 @@ class FileRecordLog:
         with self._lock:
             if start_offset < self.log_start:
                 raise SnapshotRequiredError(start_offset, self.log_start)
-            # Not past what is readable: written, maybe not yet durable. Decoding makes
-            # thousands of acyclic records a reader keeps: collections during it would
-            # walk them for nothing (see broker._gc; growth is the loader's to judge).
+            # Decoding makes thousands of acyclic records a reader keeps: collections
+            # during it would walk them for nothing (see broker._gc; growth is the
+            # loader's to judge).
             with collection_paused(catching_up=True):
-                return take_batches(
-                    self._decoded_from(start_offset), max_records, end_offset=self._readable_offset
-                )
+                batches: list[RecordBatch] = []
+                for segment, first, end in self._frames_to_read(start_offset, max_records):
+                    batches += self._decode_frames(segment, first, end)
+                return batches
 
-    def _decoded_from(self, start_offset: int) -> Iterator[RecordBatch]:
-        """Every batch from ``start_offset`` on, read and decoded segment by segment as
-        the caller (holding the lock) goes on."""
-        index = bisect.bisect_right(self._segment_bases, start_offset) - 1
-        for segment in self._segments[index:]:
-            at = bisect.bisect_left(segment.bases, start_offset)
-            if at == len(segment.bases):
+    def _frames_to_read(
+        self, start_offset: int, max_records: int
+    ) -> list[tuple[_Segment, int, int]]:
+        """The frames a read from ``start_offset`` returns, found in the index as runs
+        ``(segment, first, end)`` of frame numbers: what ``take_batches`` would take
+        (at least one frame, then more while their records fit in ``max_records``, none
+        past what is readable), so that only they are read from the file and decoded."""
+        runs: list[tuple[_Segment, int, int]] = []
+        limit = start_offset + max_records  # a frame fits if it ends by this offset
+        first_segment = bisect.bisect_right(self._segment_bases, start_offset) - 1
+        for number in range(first_segment, len(self._segments)):
+            segment = self._segments[number]
+            bases = segment.bases
+            first = bisect.bisect_left(bases, start_offset)
+            if first == len(bases):
                 continue
-            if segment.bases[at] != start_offset:
+            if bases[first] != start_offset:
                 raise BrokerError(f"{self.name}: offset {start_offset} is not a batch boundary")
-            data = os.pread(segment.fd, segment.size - segment.positions[at], segment.positions[at])
-            position = 0
+            segment_end = (
+                self._segment_bases[number + 1]
+                if number + 1 < len(self._segments)
+                else self._next_offset
+            )
+            # Frame k ends where frame k + 1 starts (the last one at the segment's end).
+            starting_by_limit = bisect.bisect_right(bases, limit, first)
+            fitting = starting_by_limit - 1
+            if starting_by_limit == len(bases) and segment_end <= limit:
+                fitting = len(bases)
+            end = min(fitting, bisect.bisect_left(bases, self._readable_offset, first))
+            if not runs:
+                end = max(end, first + 1)  # at least one frame, however large
+            if end > first:
+                runs.append((segment, first, end))
+            if end < len(bases):
+                break
+            start_offset = segment_end
+        return runs
+
+    def _decode_frames(self, segment: _Segment, first: int, end: int) -> list[RecordBatch]:
+        """Frames ``first`` to ``end`` (exclusive) of ``segment``, read and decoded."""
+        start = segment.positions[first]
+        stop = segment.positions[end] if end < len(segment.positions) else segment.size
+        data = os.pread(segment.fd, stop - start, start)
+        batches = []
+        position = 0
+        try:
             while position < len(data):
                 batch, position = decode_batch(
                     data, position, source=str(segment.path), trusted=True
                 )
-                yield batch
-                start_offset = batch.next_offset
+                batches.append(batch)
+        except CorruptRecordError as error:
+            # positions in the file, not in the bytes read
+            raise CorruptRecordError(
+                error.reason,
+                position=None if error.position is None else start + error.position,
+                offset=error.offset,
+                source=error.source,
+                truncated=error.truncated,
+            ) from error.__cause__
+        return batches
 
     async def read(self, start_offset: int, max_records: int) -> list[RecordBatch]:
         """Batches from ``start_offset`` on that are available now (waits while there are
