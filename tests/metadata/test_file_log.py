@@ -156,6 +156,55 @@ def test_a_read_from_the_file_takes_the_batches_a_read_of_them_would(
         anyio.run(check, Path(directory))
 
 
+async def test_a_clean_close_spares_the_next_open_its_scan(tmp_path: Path) -> None:
+    batches = await write_log(tmp_path, changes=10, segment_bytes=200, fsync="never")
+    checkpoint = tmp_path / file_log.CHECKPOINT_NAME
+    assert checkpoint.exists()
+    async with await FileRecordLog.open(tmp_path) as log:
+        assert not checkpoint.exists()  # appends follow: it would be stale
+        assert log.recovery.segments > 2
+        assert log.recovery.indexed_segments == log.recovery.segments
+        assert log.recovery.batches == len(batches)
+        assert await log.read(0, 10_000) == batches
+        batches.append(await log.append([change(0, 3)]))
+    async with await FileRecordLog.open(tmp_path) as log:  # the new frame is indexed too
+        assert log.recovery.indexed_segments == log.recovery.segments
+        assert await log.read(0, 10_000) == batches
+
+
+async def test_without_a_clean_close_the_next_open_scans_every_frame(tmp_path: Path) -> None:
+    batches = await write_log(tmp_path, fsync="never")
+    crashed = await FileRecordLog.open(tmp_path, fsync="never")
+    batches.append(await crashed.append([change(1, 3)]))
+    # ``crashed`` is never closed before the next open, as after a crash
+    async with await FileRecordLog.open(tmp_path) as log:
+        assert log.recovery.indexed_segments == 0
+        assert log.recovery.batches == len(batches)
+        assert await log.read(0, 1000) == batches
+    crashed.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "flipped", "empty"])
+async def test_a_damaged_checkpoint_is_reported_and_the_log_scanned(
+    tmp_path: Path, damage: str
+) -> None:
+    batches = await write_log(tmp_path)
+    checkpoint = tmp_path / file_log.CHECKPOINT_NAME
+    data = bytearray(checkpoint.read_bytes())
+    if damage == "garbage":
+        data = bytearray(b"\x00\x01garbage")
+    elif damage == "flipped":
+        data[-3] ^= 0xFF
+    else:
+        data = bytearray()
+    checkpoint.write_bytes(bytes(data))
+    with capture_logs() as logs:
+        async with await FileRecordLog.open(tmp_path) as log:
+            assert log.recovery.indexed_segments == 0
+            assert await log.read(0, 1000) == batches
+    assert [e["event"] for e in logs] == ["log_checkpoint_ignored"]
+
+
 async def test_an_offset_gap_between_segments_is_an_error(tmp_path: Path) -> None:
     await write_log(tmp_path, segment_bytes=1)  # one batch per segment
     paths = sorted((tmp_path / "segments").glob("*.log"))

@@ -13,6 +13,13 @@ recovery of its active segment. Corruption in the middle (a bad frame followed b
 ones, an offset gap, a bad non-last segment) raises CorruptRecordError and is never
 skipped.
 
+Closing a log writes a checkpoint of its frame index (``index.checkpoint``: each
+segment's size, CRC32C and frames), as Kafka's clean shutdown spares its next start the
+recovery. The next open takes a segment's frames from it when the file's CRC32C is still
+the one recorded (one checksum over the file instead of a header and CRC per frame; each
+frame's own CRC is still checked when it is read), and deletes it; a missing, stale or
+damaged checkpoint means the full recovery above.
+
 File work happens in worker threads (``anyio.to_thread``); one lock serialises it.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import struct
 import threading
 from array import array
 from collections.abc import Sequence
@@ -28,6 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import crc32c
+import msgpack
 from anyio.lowlevel import checkpoint
 
 from broker._gc import collection_paused
@@ -58,6 +68,10 @@ logger = get_logger(__name__)
 FsyncPolicy = Literal["always", "never"]
 """``always``: an append is acknowledged once on disk; ``never``: once written."""
 SEGMENT_SUFFIX = ".log"
+CHECKPOINT_NAME = "index.checkpoint"
+"""The frame index a clean close leaves for the next open (in the log directory)."""
+_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_CRC = struct.Struct(">I")
 SNAPSHOT_SUFFIX = ".snapshot"
 SNAPSHOTS_KEPT = 2
 INLINE_READ_RECORDS = 2000
@@ -78,10 +92,12 @@ class RecoveryReport:
     """Offset the torn tail would have started at (None: the log was clean)."""
     truncated_bytes: int = 0
     truncated_reason: str | None = None
+    indexed_segments: int = 0
+    """Segments whose frames came from the clean-shutdown checkpoint, not a scan."""
 
 
 class _Segment:
-    __slots__ = ("base_offset", "bases", "fd", "path", "positions", "size")
+    __slots__ = ("base_offset", "bases", "crc", "fd", "path", "positions", "size")
 
     def __init__(self, path: Path, base_offset: int) -> None:
         self.path = path
@@ -89,12 +105,50 @@ class _Segment:
         self.bases = array("q")
         self.positions = array("q")
         self.size = 0
+        self.crc = 0
+        """CRC32C of the file's ``size`` bytes, kept up as frames are written."""
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexedSegment:
+    """A segment as the clean-shutdown checkpoint records it."""
+
+    size: int
+    crc: int
+    next_offset: int
+    """Offset after the segment's last record."""
+    bases: array[int]
+    positions: array[int]
+
+    @classmethod
+    def from_entry(cls, entry: Sequence[object]) -> _IndexedSegment:
+        _, size, crc, next_offset, bases, positions = entry
+        if not (
+            isinstance(size, int)
+            and isinstance(crc, int)
+            and isinstance(next_offset, int)
+            and isinstance(bases, bytes)
+            and isinstance(positions, bytes)
+        ):
+            raise TypeError("a segment entry is (name, size, crc, next offset, frames)")
+        indexed = cls(size, crc, next_offset, array("q", bases), array("q", positions))
+        if len(indexed.bases) != len(indexed.positions):
+            raise ValueError("as many frame positions as frames")
+        return indexed
+
+    def matches(self, data: bytes, base_offset: int) -> bool:
+        """Whether ``data`` (the segment file now) is what the checkpoint describes."""
+        return (
+            len(data) == self.size
+            and (not self.bases or self.bases[0] == base_offset)
+            and crc32c.crc32c(data) == self.crc
+        )
 
 
 def _name(offset: int, suffix: str) -> str:
@@ -186,8 +240,9 @@ class FileRecordLog:
         for stale in self._snapshots_dir.glob("*.tmp"):
             stale.unlink()
         paths = sorted(self._segments_dir.glob(f"*{SEGMENT_SUFFIX}"), key=_offset_of)
+        indexed = self._take_checkpoint()
         expected: int | None = None
-        batches = 0
+        batches = indexed_segments = 0
         truncated: tuple[int, int, str] | None = None
         for index, path in enumerate(paths):
             base = _offset_of(path)
@@ -200,6 +255,16 @@ class FileRecordLog:
             expected = base
             segment = _Segment(path, base)
             data = path.read_bytes()
+            known = indexed.get(path.name)
+            if known is not None and known.matches(data, base):
+                segment.bases, segment.positions = known.bases, known.positions
+                segment.size, segment.crc = len(data), known.crc
+                expected = known.next_offset
+                batches += len(known.bases)
+                indexed_segments += 1
+                self._segments.append(segment)
+                self._segment_bases.append(base)
+                continue
             position = 0
             while position < len(data):
                 try:
@@ -235,6 +300,7 @@ class FileRecordLog:
                 position = frame.end
                 batches += 1
             segment.size = position
+            segment.crc = crc32c.crc32c(memoryview(data)[:position])
             self._segments.append(segment)
             self._segment_bases.append(base)
         self._next_offset = expected if expected is not None else 0
@@ -246,7 +312,55 @@ class FileRecordLog:
             truncated[0] if truncated else None,
             truncated[1] if truncated else 0,
             truncated[2] if truncated else None,
+            indexed_segments,
         )
+
+    def _take_checkpoint(self) -> dict[str, _IndexedSegment]:
+        """The clean-shutdown checkpoint's segments by file name (none if there is no
+        usable checkpoint), and the checkpoint deleted: it describes the files as the
+        last close left them, and appends follow."""
+        path = self.directory / CHECKPOINT_NAME
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a close that crashed
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        path.unlink()
+        try:
+            (crc,) = _CHECKPOINT_CRC.unpack_from(data)
+            payload = memoryview(data)[_CHECKPOINT_CRC.size :]
+            if crc32c.crc32c(payload) != crc:
+                raise ValueError("CRC32C mismatch")
+            format_version, entries = msgpack.unpackb(payload)
+            if format_version != _CHECKPOINT_FORMAT:
+                raise ValueError(f"format {format_version}")
+            return {entry[0]: _IndexedSegment.from_entry(entry) for entry in entries}
+        except (ValueError, TypeError, struct.error, msgpack.UnpackException) as error:
+            logger.warning("log_checkpoint_ignored", log=self.name, reason=str(error))
+            return {}
+
+    def _write_checkpoint(self) -> None:
+        """Leave the frame index for the next open (see the module docstring). Written
+        to a temporary file and renamed; not fsynced: a checkpoint lost in a crash only
+        means a full recovery, and one that does not match its files is not used."""
+        entries = [
+            (
+                segment.path.name,
+                segment.size,
+                segment.crc,
+                next_offset,
+                segment.bases.tobytes(),
+                segment.positions.tobytes(),
+            )
+            for segment, next_offset in zip(
+                self._segments, [*self._segment_bases[1:], self._next_offset], strict=True
+            )
+        ]
+        payload = msgpack.packb((_CHECKPOINT_FORMAT, entries))
+        final = self.directory / CHECKPOINT_NAME
+        temporary = final.with_name(final.name + ".tmp")
+        temporary.write_bytes(_CHECKPOINT_CRC.pack(crc32c.crc32c(payload)) + payload)
+        os.replace(temporary, final)
 
     def _close_segments(self) -> None:
         for segment in self._segments:
@@ -281,6 +395,7 @@ class FileRecordLog:
             segment.bases.append(batch.base_offset)
             segment.positions.append(segment.size)
             segment.size += len(frame)
+            segment.crc = crc32c.crc32c(frame, segment.crc)
             self._next_offset = batch.next_offset
             self._keep_in_tail(batch)
             if self.fsync == "always":
@@ -566,10 +681,18 @@ class FileRecordLog:
         return deleted
 
     def close(self) -> None:
-        """Close the segment files; idempotent."""
+        """Close the segment files, leaving the frame index for the next open (see the
+        module docstring); idempotent."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._close_segments()
+            try:
+                self._write_checkpoint()
+            except OSError as error:  # the next open recovers in full
+                logger.warning("log_checkpoint_not_written", log=self.name, error=str(error))
+            finally:
+                self._close_segments()
 
     async def aclose(self) -> None:
         """Close the segment files; idempotent."""
