@@ -122,25 +122,57 @@ class PartitionRegistration(NamedTuple):
             elr,
             last_known_elr,
         ) = self
-        change = record.__dict__
-        if (value := change["leader"]) != NO_LEADER_CHANGE:
-            leader, leader_epoch = value, leader_epoch + 1
-        if (value := change["leader_recovery_state"]) != -1:
-            recovery = LeaderRecoveryState(value)
-        if (value := change["isr"]) is not None:
-            isr = value
-        if (value := change["replicas"]) is not None:
-            replicas = value
-        if (value := change["removing_replicas"]) is not None:
-            removing = value
-        if (value := change["adding_replicas"]) is not None:
-            adding = value
-        if (value := change["directories"]) is not None:
-            directories = value
-        if (value := change["eligible_leader_replicas"]) is not None:
-            elr = value
-        if (value := change["last_known_elr"]) is not None:
-            last_known_elr = value
+        # The record's fields in declaration order, unpacked at once: a pydantic
+        # record's attributes are slow to read (its __getattr__ hook), its __dict__ is
+        # not; a RecordView (a trusted batch's) is the record's wire array, a tuple.
+        if isinstance(record, tuple):  # (api key, version, partition, topic, *changes)
+            (
+                _,
+                _,
+                _,
+                _,
+                new_isr,
+                new_leader,
+                new_replicas,
+                new_removing,
+                new_adding,
+                new_recovery,
+                new_directories,
+                new_elr,
+                new_last_known_elr,
+            ) = record
+        else:
+            (
+                _,
+                _,
+                new_isr,
+                new_leader,
+                new_replicas,
+                new_removing,
+                new_adding,
+                new_recovery,
+                new_directories,
+                new_elr,
+                new_last_known_elr,
+            ) = record.__dict__.values()
+        if new_leader != NO_LEADER_CHANGE:
+            leader, leader_epoch = new_leader, leader_epoch + 1
+        if new_recovery != -1:
+            recovery = LeaderRecoveryState(new_recovery)
+        if new_isr is not None:
+            isr = new_isr
+        if new_replicas is not None:
+            replicas = new_replicas
+        if new_removing is not None:
+            removing = new_removing
+        if new_adding is not None:
+            adding = new_adding
+        if new_directories is not None:
+            directories = new_directories
+        if new_elr is not None:
+            elr = new_elr
+        if new_last_known_elr is not None:
+            last_known_elr = new_last_known_elr
         return _new_tuple(
             PartitionRegistration,
             (

@@ -200,6 +200,7 @@ def test_a_trusted_batch_replays_views_that_read_as_its_records(
 VIEWED = {
     "RangeRecord",
     "S3StreamRecord",
+    "PartitionChangeRecord",
     "PartitionRecord",
     "RemoveS3StreamRecord",
     "S3StreamObjectRecord",

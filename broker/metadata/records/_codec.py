@@ -56,7 +56,7 @@ from broker.metadata.records._automq import (
 )
 from broker.metadata.records._base import MetadataRecord
 from broker.metadata.records._batch import RECORD_TYPES, RecordBatch, RecordView
-from broker.metadata.records._kafka import PartitionRecord
+from broker.metadata.records._kafka import PartitionChangeRecord, PartitionRecord
 
 __all__ = [
     "FORMAT_VERSION",
@@ -403,13 +403,14 @@ def _trusted_record_from_wire(wire: object) -> MetadataRecord:
 # controller's log and whose replay rules only read fields. A view is the wire array
 # with its enums converted, as a tuple of the view class: a third to a fifth of building
 # the record. A rule that kept the record itself (S3ObjectRecord is image content) or
-# read it another way must not be listed (PartitionChangeRecord's reads the record's
-# __dict__, which is faster than a pydantic record's attributes: those go through
-# pydantic's __getattr__ hook); a property test replays views and records and compares
-# the images.
+# read it another way must not be listed (PartitionChangeRecord's merge unpacks a view
+# as the tuple it is, and a record's __dict__, which is faster than a pydantic record's
+# attributes: those go through pydantic's __getattr__ hook); a property test replays
+# views and records and compares the images.
 _VIEWED: tuple[type[MetadataRecord], ...] = (
     RangeRecord,
     S3StreamRecord,
+    PartitionChangeRecord,
     PartitionRecord,
     RemoveS3StreamRecord,
     S3StreamObjectRecord,
