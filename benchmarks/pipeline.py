@@ -8,7 +8,9 @@ A synthetic controller log is loaded three ways:
   (a latest-image cache, an every-delta stream manager, a latest-image snapshot-like
   reader), timed until every consumer holds the last image
 * pipeline from the file log (``fsync never``): the same, through a FileRecordLog (for
-  catch-up, opening the log counts too: a restart recovers the log, then catches up)
+  catch-up, opening the log counts too: a restart opens the log, then catches up; the
+  row "after a crash" opens it without the frame index a clean close leaves, so every
+  frame is checked first)
 
 Two shapes:
 
@@ -44,6 +46,7 @@ from broker.metadata import MetadataDelta, MetadataImage, Provenance
 from broker.metadata.pipeline import DeliveryMode, ImageHolder, MetadataPipeline, MetadataUpdate
 from broker.metadata.records import RecordBatch
 from broker.metadata.sources import FileRecordLog, InMemoryRecordSource, RecordSource
+from broker.metadata.sources._file_log import CHECKPOINT_NAME
 from broker.metadata.sources._source import take_batches
 from broker.sim import SyntheticController, WorkloadConfig
 
@@ -114,6 +117,15 @@ async def through_pipeline(
     return elapsed, images
 
 
+async def catch_up_from_file(path: Path, last_offset: int) -> tuple[float, int]:
+    """Seconds to open the log at ``path`` and catch up to ``last_offset``, and images."""
+    opening = time.perf_counter()
+    async with await FileRecordLog.open(path, fsync="never") as log:
+        opened = time.perf_counter() - opening
+        elapsed, images = await through_pipeline(log, last_offset, None)
+    return opened + elapsed, images
+
+
 async def feed_memory(source: InMemoryRecordSource, batches: list[RecordBatch]) -> None:
     for batch in batches:
         source.append_batch_nowait(batch)
@@ -156,11 +168,12 @@ async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
         else:
             async with await FileRecordLog.open(path, fsync="never") as writer:
                 await writer.append_batches(batches)
-            opening = time.perf_counter()
-            async with await FileRecordLog.open(path, fsync="never") as log:
-                opened = time.perf_counter() - opening
-                from_file, file_images = await through_pipeline(log, last, None)
-            from_file += opened  # a restart pays for the recovery scan too
+            # A restart after a crash (no frame index left by a close: every frame is
+            # checked), then one after a clean close; each pays for opening the log.
+            (path / CHECKPOINT_NAME).rename(path / "kept")
+            crashed, _ = await catch_up_from_file(path, last)
+            (path / "kept").rename(path / CHECKPOINT_NAME)
+            from_file, file_images = await catch_up_from_file(path, last)
         rows.append((shape, "replay alone", records / alone, alone_images, 0.0))
         rows.append(
             (shape, "pipeline, memory", records / in_memory, memory_images, in_memory / alone - 1)
@@ -168,6 +181,10 @@ async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
         rows.append(
             (shape, "pipeline, file log", records / from_file, file_images, from_file / alone - 1)
         )
+        if not live:
+            rows.append(
+                (shape, "  after a crash", records / crashed, file_images, crashed / alone - 1)
+            )
     return rows
 
 
