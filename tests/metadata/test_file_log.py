@@ -8,13 +8,14 @@ import uuid
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from broker.errors import CorruptRecordError, SnapshotRequiredError
+from broker.errors import BrokerError, CorruptRecordError, SnapshotRequiredError
 from broker.metadata import Lease, MetadataImage
 from broker.metadata.pipeline import DeliveryMode, MetadataPipeline, SnapshotWriter
 from broker.metadata.records import PartitionChangeRecord, RecordBatch, encode_frame
@@ -170,6 +171,22 @@ async def test_a_clean_close_spares_the_next_open_its_scan(tmp_path: Path) -> No
     async with await FileRecordLog.open(tmp_path) as log:  # the new frame is indexed too
         assert log.recovery.indexed_segments == log.recovery.segments
         assert await log.read(0, 10_000) == batches
+
+
+async def test_a_log_left_in_a_cancelled_scope_is_still_closed_with_its_index(
+    tmp_path: Path,
+) -> None:
+    with anyio.CancelScope() as scope:
+        async with await FileRecordLog.open(tmp_path, fsync="never") as log:
+            batch = await log.append([change(0, 1)])
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # cancelled here: the block exits
+    assert scope.cancelled_caught
+    with pytest.raises(BrokerError, match="closed"):
+        await log.append([change(0, 2)])
+    async with await FileRecordLog.open(tmp_path) as reopened:
+        assert reopened.recovery.indexed_segments == 1
+        assert await reopened.read(0, 10) == [batch]
 
 
 async def test_without_a_clean_close_the_next_open_scans_every_frame(tmp_path: Path) -> None:

@@ -695,11 +695,14 @@ class FileRecordLog:
                 self._close_segments()
 
     async def aclose(self) -> None:
-        """Close the segment files; idempotent."""
-        self.close()
+        """Close the segment files, as :meth:`close` does but from a worker thread (the
+        frame index it writes grows with the log); idempotent, and done even when the
+        caller is cancelled."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.close)
 
     async def __aenter__(self) -> FileRecordLog:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
