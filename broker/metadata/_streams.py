@@ -275,10 +275,8 @@ class StreamsDelta:
         delta.assigned_stream_id = (
             image.assigned_stream_id if image.assigned_stream_id >= 0 else None
         )
-        delta.mentioned = {
-            stream_id: ({r.range_index for r in stream.ranges}, set(stream.objects.keys()))
-            for stream_id, stream in image.streams.items()
-        }
+        # No names kept (not a snapshot's delta): finish_snapshot keeps what it changed,
+        # which is everything, as a snapshot naming every range and object would.
         return delta
 
     def _stream(self, stream_id: int) -> StreamMetadata:
