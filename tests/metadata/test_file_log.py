@@ -257,6 +257,29 @@ async def test_a_reader_at_the_tail_gets_the_appended_batches_without_a_file_rea
         assert everything[0] is not batches[0]  # evicted long ago: read back from the file
 
 
+async def test_a_read_lets_other_tasks_run_while_it_decodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_log, "DECODE_SLICE", 0.0)  # a slice per frame
+    batches = await write_log(tmp_path, changes=20)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with await FileRecordLog.open(tmp_path) as log, anyio.create_task_group() as tasks:
+        tasks.start_soon(tick)
+        await anyio.lowlevel.checkpoint()
+        before = ticks
+        assert await log.read(0, 1000) == batches
+        during = ticks - before
+        tasks.cancel_scope.cancel()
+    assert during >= len(batches) - 1
+
+
 async def test_snapshot_plus_log_restart_gives_the_image_of_a_full_replay(tmp_path: Path) -> None:
     controller = SyntheticController(WorkloadConfig(seed=5, topics=6, partitions_per_topic=4))
     batches = list(controller.batches(400))
