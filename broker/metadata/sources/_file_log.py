@@ -20,7 +20,9 @@ the one recorded (one checksum over the file instead of a header and CRC per fra
 frame's own CRC is still checked when it is read), and deletes it; a missing, stale or
 damaged checkpoint means the full recovery above.
 
-File work happens in worker threads (``anyio.to_thread``); one lock serialises it.
+File work happens in worker threads (``anyio.to_thread``), but for the small reads and
+writes of a reader and a writer at the tail; one lock serialises it. What a read brings
+in is decoded on the event loop, in slices between which other tasks run.
 """
 
 from __future__ import annotations
@@ -622,9 +624,9 @@ class FileRecordLog:
             runs = self._read_frames(start_offset, max_records)
         else:
             runs = await anyio.to_thread.run_sync(self._read_frames, start_offset, max_records)
-        # Decoded here, in slices between which other tasks run: in a worker thread the
-        # whole catch-up took a fifth more CPU time (the records are built on one core
-        # and replayed on another).
+        # Decoded here, in slices between which other tasks run: decoding in the worker
+        # thread cost a whole catch-up a fifth more CPU time (measured; most likely the
+        # records were built on one core and replayed on another).
         batches: list[RecordBatch] = []
         for run in runs:
             position = 0
