@@ -246,7 +246,8 @@ def _stream_encoded(stream_id: int, stream: StreamMetadata) -> tuple[bytes, int]
 def _mention(
     mentioned: dict[int, tuple[set[int], set[int]]], stream_id: int
 ) -> tuple[set[int], set[int]]:
-    """The range indexes and object ids named of ``stream_id`` (see StreamsDelta.mentioned)."""
+    """The range indexes and object ids named for ``stream_id`` so far (see
+    StreamsDelta.mentioned)."""
     named = mentioned.get(stream_id)
     if named is None:
         named = mentioned[stream_id] = (set(), set())
@@ -330,6 +331,7 @@ class StreamsDelta:
             ),
         )
         new = _share_range(new, new)
+        # MapChanges.set inline: the most frequent record of a controller's log
         self.streams.changes[record.stream_id] = stream.with_parts(_with_range(stream.ranges, new))
         if self.mentioned is not None:  # a snapshot's delta
             _mention(self.mentioned, record.stream_id)[0].add(record.range_index)
