@@ -95,7 +95,7 @@ class RecordBatch:
         records: tuple[MetadataRecord, ...],
         encoded_size: int | None = None,
     ) -> None:
-        self._init(base_offset, epoch, append_time_ms, records, records, encoded_size)
+        _fill(self, base_offset, epoch, append_time_ms, records, records, encoded_size)
 
     @classmethod
     def _decoded(
@@ -106,42 +106,11 @@ class RecordBatch:
         replayable: tuple[MetadataRecord, ...],
         encoded_size: int,
     ) -> RecordBatch:
-        """A batch of trusted records, some of them views (the codec's, which checked
-        that it holds records). Set slot by slot: a file log holds tens of thousands of
-        small batches, and ``__init__``'s way cost twice as much."""
-        if base_offset < 0:
-            raise ValueError(f"base_offset must be >= 0, got {base_offset}")
+        """A batch of trusted records, some of them views (the codec's): its records
+        are built when first read."""
         batch = _new(cls)
-        _set_base_offset(batch, base_offset)
-        _set_epoch(batch, epoch)
-        _set_append_time_ms(batch, append_time_ms)
-        _set_records(batch, None)
-        _set_replayable(batch, replayable)
-        _set_encoded_size(batch, encoded_size)
-        _set_record_count(batch, len(replayable))
+        _fill(batch, base_offset, epoch, append_time_ms, None, replayable, encoded_size)
         return batch
-
-    def _init(
-        self,
-        base_offset: int,
-        epoch: int,
-        append_time_ms: int,
-        records: tuple[MetadataRecord, ...] | None,
-        replayable: tuple[MetadataRecord, ...],
-        encoded_size: int | None,
-    ) -> None:
-        if base_offset < 0:
-            raise ValueError(f"base_offset must be >= 0, got {base_offset}")
-        if not replayable:
-            raise ValueError("a record batch holds at least one record")
-        set_field = object.__setattr__  # frozen: __setattr__ refuses
-        set_field(self, "base_offset", base_offset)
-        set_field(self, "epoch", epoch)
-        set_field(self, "append_time_ms", append_time_ms)
-        set_field(self, "_records", records)
-        set_field(self, "_replayable", replayable)
-        set_field(self, "encoded_size", encoded_size)
-        set_field(self, "record_count", len(replayable))
 
     @property
     def records(self) -> tuple[MetadataRecord, ...]:
@@ -151,7 +120,7 @@ class RecordBatch:
             records = tuple(
                 [r.record() if isinstance(r, RecordView) else r for r in self._replayable]
             )
-            object.__setattr__(self, "_records", records)
+            _set_records(self, records)
         return records
 
     @property
@@ -213,6 +182,30 @@ class RecordBatch:
             raise TypeError(f"RecordBatch has no field {sorted(unknown)[0]!r}")
         fields.update(changes)
         return RecordBatch(**fields)
+
+
+def _fill(
+    batch: RecordBatch,
+    base_offset: int,
+    epoch: int,
+    append_time_ms: int,
+    records: tuple[MetadataRecord, ...] | None,
+    replayable: tuple[MetadataRecord, ...],
+    encoded_size: int | None,
+) -> None:
+    """Set a new batch's fields, slot by slot (a file log decodes tens of thousands of
+    small batches: ``object.__setattr__`` by name cost twice as much)."""
+    if base_offset < 0:
+        raise ValueError(f"base_offset must be >= 0, got {base_offset}")
+    if not replayable:
+        raise ValueError("a record batch holds at least one record")
+    _set_base_offset(batch, base_offset)
+    _set_epoch(batch, epoch)
+    _set_append_time_ms(batch, append_time_ms)
+    _set_records(batch, records)
+    _set_replayable(batch, replayable)
+    _set_encoded_size(batch, encoded_size)
+    _set_record_count(batch, len(replayable))
 
 
 _new = object.__new__
