@@ -290,6 +290,8 @@ class FileRecordLog:
                 )
             expected = base
             segment = _Segment(path, base)
+            self._segments.append(segment)  # closed with the others if recovery fails
+            self._segment_bases.append(base)
             data = path.read_bytes()
             known = indexed.get(path.name)
             if known is not None and known.matches(data, base):
@@ -298,8 +300,6 @@ class FileRecordLog:
                 expected = known.next_offset
                 batches += len(known.bases)
                 indexed_segments += 1
-                self._segments.append(segment)
-                self._segment_bases.append(base)
                 continue
             position = 0
             while position < len(data):
@@ -315,7 +315,6 @@ class FileRecordLog:
                 except CorruptRecordError as error:
                     last = index == len(paths) - 1
                     if not last or _has_valid_frame_after(data, position, str(path)):
-                        segment.close()
                         self._close_segments()
                         raise
                     truncated = (expected, len(data) - position, error.reason)
@@ -337,8 +336,6 @@ class FileRecordLog:
                 batches += 1
             segment.size = position
             segment.crc = crc32c.crc32c(memoryview(data)[:position])
-            self._segments.append(segment)
-            self._segment_bases.append(base)
         self._next_offset = expected if expected is not None else 0
         self._readable_offset = self._durable_offset = self._next_offset
         self.recovery = RecoveryReport(
