@@ -169,10 +169,10 @@ async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
             async with await FileRecordLog.open(path, fsync="never") as writer:
                 await writer.append_batches(batches)
             # A restart after a crash (no frame index left by a close: every frame is
-            # checked), then one after a clean close; each pays for opening the log.
-            (path / CHECKPOINT_NAME).rename(path / "kept")
+            # checked), then one after the clean close that ends it; each pays for
+            # opening the log.
+            (path / CHECKPOINT_NAME).unlink()
             crashed, _ = await catch_up_from_file(path, last)
-            (path / "kept").rename(path / CHECKPOINT_NAME)
             from_file, file_images = await catch_up_from_file(path, last)
         rows.append((shape, "replay alone", records / alone, alone_images, 0.0))
         rows.append(
