@@ -181,8 +181,12 @@ class MetadataDelta:
         """The replay method of records of type ``kind``, bound to the sub-delta it
         changes (created now if need be), remembered for this delta unless it is bound
         to the delta itself."""
-        # a RecordView replays by its record type's rule
-        rule = _HANDLERS.get(getattr(kind, "record_class", kind))
+        rule = _HANDLERS.get(kind)
+        if rule is None:
+            # A RecordView replays by its record type's rule. Asked second: a pydantic
+            # model class answers a missing attribute by raising in its metaclass's
+            # __getattr__, a few microseconds per delta.
+            rule = _HANDLERS.get(getattr(kind, "record_class", None))  # type: ignore[arg-type]
         if rule is None:
             raise Reject("no replay rule for this record type")
         area, method = rule
