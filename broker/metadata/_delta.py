@@ -227,10 +227,9 @@ class MetadataDelta:
                 "a snapshot delta must be finished (finish_snapshot()) before apply()"
             )
         base = self._image
-        parts = base.sub_images()
-        for name, part in self._parts.items():
-            parts[name] = part.apply()
-        image = MetadataImage(provenance, **parts)
+        image = base._successor(
+            provenance, {name: part.apply() for name, part in self._parts.items()}
+        )
         if not self._snapshot:
             image.inherit_derived(base, self)
         return image

@@ -9,7 +9,7 @@ and a read of a released image fails loudly instead of answering from dead state
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, ClassVar, Generic, TypeVar, overload
@@ -183,6 +183,24 @@ class MetadataImage(RefCounted):
         self.check_live("sub_images")
         return dict(zip(SUB_IMAGES, _sub_image_values(self), strict=True))
 
+    def _successor(self, provenance: Provenance, changed: dict[str, Any]) -> MetadataImage:
+        """A new image of this one's sub-images with ``changed`` (by name) in their place,
+        at ``provenance``; it holds one reference, owned by the caller (checked: raises
+        on a released image).
+
+        What ``MetadataImage(provenance, **{**self.sub_images(), **changed})`` builds,
+        without the dict and the keyword binding: a delta's apply, once per image.
+        """
+        self.check_live("sub_images")
+        image = MetadataImage.__new__(MetadataImage)
+        for set_slot, part in zip(_SUB_IMAGE_SETTERS, _sub_image_values(self), strict=True):
+            set_slot(image, part)
+        for name, part in changed.items():
+            _SUB_IMAGE_SETTER[name](image, part)
+        image._provenance = provenance
+        RefCounted.__init__(image)
+        return image
+
     @property
     def is_empty(self) -> bool:
         """True when every sub-image is empty (the provenance may still be set)."""
@@ -208,3 +226,9 @@ class MetadataImage(RefCounted):
 
 
 MetadataImage.EMPTY = MetadataImage(Provenance.EMPTY, immortal=True)
+
+_SUB_IMAGE_SETTER: dict[str, Callable[[MetadataImage, Any], None]] = {
+    name: vars(MetadataImage)[f"_{name}"].__set__ for name in SUB_IMAGES
+}
+"""Each sub-image's slot setter, by name (:meth:`MetadataImage._successor`)."""
+_SUB_IMAGE_SETTERS = tuple(_SUB_IMAGE_SETTER.values())
