@@ -99,8 +99,10 @@ async def test_corruption_in_the_middle_is_an_error_not_a_skip(tmp_path: Path) -
     assert first.encoded_size is not None
     data[first.encoded_size + 12] ^= 0xFF  # inside the second frame
     path.write_bytes(bytes(data))
+    before = open_files()
     with pytest.raises(CorruptRecordError) as caught:
         await FileRecordLog.open(tmp_path)
+    assert open_files() == before
     assert caught.value.position == first.encoded_size
     assert "CRC32C mismatch" in str(caught.value)
     assert str(path) in str(caught.value)
@@ -222,13 +224,19 @@ async def test_a_damaged_checkpoint_is_reported_and_the_log_scanned(
     assert [e["event"] for e in logs] == ["log_checkpoint_ignored"]
 
 
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 async def test_an_offset_gap_between_segments_is_an_error(tmp_path: Path) -> None:
     await write_log(tmp_path, segment_bytes=1)  # one batch per segment
     paths = sorted((tmp_path / "segments").glob("*.log"))
     assert len(paths) == 5
     paths[2].unlink()
+    before = open_files()
     with pytest.raises(CorruptRecordError, match="the previous one ends before"):
         await FileRecordLog.open(tmp_path)
+    assert open_files() == before  # the two segments before the gap were closed
 
 
 async def test_segments_roll_and_reads_cross_them(tmp_path: Path) -> None:

@@ -265,7 +265,12 @@ class FileRecordLog:
     ) -> FileRecordLog:
         """Open (creating if needed) and recover a log directory."""
         log = cls(Path(directory), fsync=fsync, segment_bytes=segment_bytes)
-        await anyio.to_thread.run_sync(log._recover)
+        try:
+            await anyio.to_thread.run_sync(log._recover)
+        except BaseException:
+            # nobody else holds the log to close the segments a failed recovery opened
+            log._close_segments()
+            raise
         return log
 
     # recovery --------------------------------------------------------------------------
@@ -290,7 +295,7 @@ class FileRecordLog:
                 )
             expected = base
             segment = _Segment(path, base)
-            self._segments.append(segment)  # closed with the others if recovery fails
+            self._segments.append(segment)  # open() closes them all if recovery fails
             self._segment_bases.append(base)
             data = path.read_bytes()
             known = indexed.get(path.name)
@@ -315,7 +320,6 @@ class FileRecordLog:
                 except CorruptRecordError as error:
                     last = index == len(paths) - 1
                     if not last or _has_valid_frame_after(data, position, str(path)):
-                        self._close_segments()
                         raise
                     truncated = (expected, len(data) - position, error.reason)
                     os.truncate(path, position)
