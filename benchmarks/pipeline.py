@@ -24,12 +24,17 @@ The interpreter's default GC settings throughout (no ``tune_gc()``).
 Targets (issue "Replay at 200k records/s"): catch-up from the file log >= 150k
 records/s; live from memory <= 25% over replay alone; live from the file log <= 100%.
 
-    python3 dev bench pipeline [--events 20000]
+Every row is run ``--repeat`` times (the rows of one run after each other, then the next
+run); the table gives the median records/s, the runs' range, and the median of each
+run's overhead over that run's replay alone.
+
+    python3 dev bench pipeline [--events 20000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -139,6 +144,7 @@ async def feed_file(log: FileRecordLog, batches: list[RecordBatch]) -> None:
 
 
 Row = tuple[str, str, float, int, float]
+"""shape, path, records/s, images, overhead over replay alone (of the same repetition)"""
 
 
 async def measure(batches: list[RecordBatch], directory: Path) -> list[Row]:
@@ -194,22 +200,39 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of every row; medians are reported"
+    )
     args = parser.parse_args(argv)
     controller = SyntheticController(
         WorkloadConfig(seed=args.seed, topics=100, partitions_per_topic=20)
     )
     batches = list(controller.batches(args.events))
     records = sum(len(b.records) for b in batches)
-    print(f"{len(batches):,} batches, {records:,} records, 3 consumers, default GC settings")
+    print(
+        f"{len(batches):,} batches, {records:,} records, 3 consumers, default GC settings, "
+        f"median of {args.repeat} runs (each row's runs interleaved with the others')"
+    )
+    runs: list[list[Row]] = []
     with tempfile.TemporaryDirectory() as directory:
-        rows = anyio.run(measure, batches, Path(directory))
-    header = f"{'shape':<9} {'path':<20} {'records/s':>11} {'images':>8} {'overhead vs replay':>19}"
+        for run in range(args.repeat):
+            runs.append(anyio.run(measure, batches, Path(directory) / str(run)))
+    header = (
+        f"{'shape':<9} {'path':<20} {'records/s':>11} {'runs, records/s':>19} {'images':>8} "
+        f"{'overhead vs replay':>19}"
+    )
     print(header)
     print("-" * len(header))
     verdicts = []
-    for shape, path, rate, images, overhead in rows:
+    for row_runs in zip(*runs, strict=True):
+        shape, path = row_runs[0][:2]
+        images = round(statistics.median(row[3] for row in row_runs))
+        rates = [row[2] for row in row_runs]
+        rate = statistics.median(rates)
+        overhead = statistics.median(row[4] for row in row_runs)
+        spread = f"{min(rates) / 1000:,.0f}k-{max(rates) / 1000:,.0f}k"
         note = "" if path == "replay alone" else f"{overhead:>18.0%}"
-        print(f"{shape:<9} {path:<20} {rate:>11,.0f} {images:>8,} {note:>19}")
+        print(f"{shape:<9} {path:<20} {rate:>11,.0f} {spread:>19} {images:>8,} {note:>19}")
         if (shape, path) == ("catch-up", "pipeline, file log"):
             verdicts.append(("catch-up from the file log >= 150k records/s", rate >= 150_000))
         if (shape, path) == ("live", "pipeline, memory"):
