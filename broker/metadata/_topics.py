@@ -7,12 +7,12 @@ untouched node with the previous image (KAFKA-14735).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 from uuid import UUID
 
-from immutables import Map
+from immutables import Map, MapMutation
 
 from broker._intern import Interner
 from broker.metadata._maps import EMPTY_MAP, Reject, sorted_items
@@ -295,15 +295,28 @@ class TopicDelta:
 
     def apply(self) -> TopicImage:
         """The image with these changes (the base image itself when nothing changed)."""
-        topic = self._apply(_shared_registration.lookup)
+        applied: dict[UUID, TopicImage] = {}
+        _apply_topics(applied, ((self.base.id, self),), _shared_registration.lookup)
         _shared_registration.trim()
-        return topic
+        return applied[self.base.id]
 
-    def _apply(self, share: Callable[[Any, Any], PartitionRegistration]) -> TopicImage:
-        changed = self.partitions
-        base = self.base
+
+def _apply_topics(
+    into: MapMutation[UUID, TopicImage] | dict[UUID, TopicImage],
+    deltas: Iterable[tuple[UUID, TopicDelta]],
+    share: Callable[[Any, Any], PartitionRegistration],
+) -> None:
+    """Set each delta's topic image, with its changes, under its id in ``into``.
+
+    One loop for all of a delta's topics, not a call per topic: at 1M partitions a
+    call per topic was a fiftieth of an image's apply.
+    """
+    for topic_id, delta in deltas:
+        changed = delta.partitions
+        base = delta.base
         if not changed:
-            return base
+            into[topic_id] = base
+            continue
         if len(changed) == 1:  # the common case, and a single set() beats a mutation
             ((partition_id, partition),) = changed.items()
             partitions = base.partitions.set(partition_id, share(partition, partition))
@@ -312,7 +325,7 @@ class TopicDelta:
             for partition_id, partition in changed.items():
                 mutation[partition_id] = share(partition, partition)
             partitions = mutation.finish()
-        return _new_tuple(TopicImage, (base.name, base.id, partitions))
+        into[topic_id] = _new_tuple(TopicImage, (base.name, base.id, partitions))
 
 
 _shared_registration: Interner[PartitionRegistration] = Interner()
@@ -474,9 +487,7 @@ class TopicsDelta:
         by_id = self.image.by_id.mutate()
         for topic_id in self.deleted:
             by_id.pop(topic_id, None)
-        share = _shared_registration.lookup
-        for topic_id, delta in self.changed.items():
-            by_id[topic_id] = delta._apply(share)
+        _apply_topics(by_id, self.changed.items(), _shared_registration.lookup)
         _shared_registration.trim()
         by_name = self.image.by_name
         if self.names:

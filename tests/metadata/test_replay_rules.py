@@ -85,6 +85,27 @@ def after(image: MetadataImage, *records: MetadataRecord) -> MetadataImage:
 # --- PartitionChange -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("changed", [1, 2])
+def test_a_topic_delta_applies_to_the_topic_the_whole_delta_applies(
+    image: MetadataImage, changed: int
+) -> None:
+    records = [PartitionChangeRecord(partition_id=p, topic_id=TOPIC, leader=2) for p in range(2)]
+    grow = MetadataDelta(image)
+    grow.replay(PartitionRecord(partition_id=1, topic_id=TOPIC, replicas=(1, 2), leader=1))
+    with Lease(grow.apply(P)) as two_partitions:
+        delta = MetadataDelta(two_partitions)
+        delta.replay(TopicRecord(name="other", topic_id=OTHER))  # a delta of two topics
+        delta.replay_all(records[:changed])
+        topics = delta.topics
+        assert topics is not None
+        topic = topics.changed[TOPIC]
+        with Lease(delta.apply(P)) as new:
+            assert topic.apply() == new.topics.by_id[TOPIC]
+        leaders = {p: partition.leader for p, partition in topic.apply().partitions.items()}
+        assert leaders == ({0: 2, 1: 2} if changed == 2 else {0: 2, 1: 1})
+        assert topics.changed[OTHER].apply() == topics.changed[OTHER].base  # nothing changed
+
+
 def test_partition_change_null_fields_leave_the_partition_unchanged(image: MetadataImage) -> None:
     with Lease(after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC))) as new:
         before = image.topics.partition(TOPIC, 0)
