@@ -182,12 +182,11 @@ class MetadataDelta:
         changes (created now if need be), remembered for this delta unless it is bound
         to the delta itself."""
         rule = _HANDLERS.get(kind)
-        # A RecordView replays by its record type's rule. Asked second: a pydantic
-        # model class answers a missing attribute by raising in its metaclass's
-        # __getattr__, a few microseconds per delta.
-        record_class = getattr(kind, "record_class", None) if rule is None else None
-        if record_class is not None:
-            rule = _HANDLERS.get(record_class)
+        if rule is None:
+            # A RecordView replays by its record type's rule. Asked second: a pydantic
+            # model class answers a missing attribute by raising in its metaclass's
+            # __getattr__, a few microseconds per delta.
+            rule = _HANDLERS.get(getattr(kind, "record_class", kind))
         if rule is None:
             raise Reject("no replay rule for this record type")
         area, method = rule
