@@ -328,6 +328,16 @@ def _apply_topics(
         into[topic_id] = _new_tuple(TopicImage, (base.name, base.id, partitions))
 
 
+def _unbound_topic_delta() -> TopicDelta:
+    """A TopicDelta with no changes whose ``base`` the caller sets before anything reads
+    it (built without ``__init__``'s call: one per changed topic in replay)."""
+    delta = _new_object(TopicDelta)
+    delta.partitions = {}
+    return delta
+
+
+_new_object = object.__new__
+
 _shared_registration: Interner[PartitionRegistration] = Interner()
 """One registration object per value in images: partitions repeat each other's
 replicas, leader and epochs (the simulated broker at 100k partitions: 290 values)."""
@@ -340,11 +350,13 @@ def _unknown_partition(partition_id: int, topic_name: str) -> Reject:
 class TopicsDelta:
     """Changes to topics and their partitions; also answers what changed."""
 
-    __slots__ = ("changed", "created", "deleted", "image", "names", "snapshot")
+    __slots__ = ("_spare", "changed", "created", "deleted", "image", "names", "snapshot")
 
     def __init__(self, image: TopicsImage, *, snapshot: bool = False) -> None:
         self.image = image
         self.snapshot = snapshot
+        self._spare = _unbound_topic_delta()
+        """The TopicDelta a topic's first PartitionChangeRecord claims (its base set then)."""
         self.changed: dict[UUID, TopicDelta] = {}
         """Topics with new partitions, or (re)created by a TopicRecord in this delta."""
         self.created: set[UUID] = set()
@@ -432,18 +444,24 @@ class TopicsDelta:
         topic.partitions[record.partition_id] = PartitionRegistration.from_record(record)
 
     def replay_partition_change(self, record: PartitionChangeRecord) -> None:
-        # The hot path of replay: one dict lookup when the topic already changed.
         """Fold a ``PartitionChangeRecord`` into this delta."""
+        # The hot path of replay. A topic's first change claims its entry in `changed`
+        # with the spare TopicDelta in the same lookup that finds it missing: hashing a
+        # UUID is a Python call (about 850 instructions), one fewer per changed topic.
         topic_id, partition_id = record.topic_id, record.partition_id
-        delta = self.changed.get(topic_id)
-        if delta is None:
+        spare = self._spare
+        delta = self.changed.setdefault(topic_id, spare)
+        if delta is spare:
             base = self.image.by_id.get(topic_id)
             if base is None or (self.deleted and topic_id in self.deleted):
+                del self.changed[topic_id]
                 raise Reject(f"topic {topic_id} does not exist")
             current = base.partitions.get(partition_id)
             if current is None:
+                del self.changed[topic_id]
                 raise _unknown_partition(partition_id, base.name)
-            delta = self.changed[topic_id] = TopicDelta(base)
+            delta.base = base
+            self._spare = _unbound_topic_delta()
         else:
             current = delta.partitions.get(partition_id)
             if current is None:

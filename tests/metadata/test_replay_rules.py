@@ -326,6 +326,32 @@ def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
             assert still == expected
 
 
+@pytest.mark.parametrize(
+    ("before", "record"),
+    [
+        ((), PartitionChangeRecord(partition_id=7, topic_id=TOPIC, leader=1)),
+        ((), PartitionChangeRecord(partition_id=0, topic_id=OTHER, leader=1)),
+        (
+            (RemoveTopicRecord(topic_id=TOPIC),),
+            PartitionChangeRecord(partition_id=0, topic_id=TOPIC),
+        ),
+    ],
+    ids=["unknown-partition", "unknown-topic", "deleted-topic"],
+)
+def test_a_rejected_first_change_of_a_topic_leaves_no_trace(
+    image: MetadataImage, before: tuple[MetadataRecord, ...], record: PartitionChangeRecord
+) -> None:
+    delta = MetadataDelta(image)
+    delta.replay_all(before)
+    untouched = MetadataDelta(image)
+    untouched.replay_all(before)
+    with pytest.raises(ReplayError):
+        delta.replay(record, offset=12)
+    assert delta.changed_topics() == untouched.changed_topics()
+    with Lease(delta.apply(P)) as applied, Lease(untouched.apply(P)) as expected:
+        assert applied == expected
+
+
 def test_replay_all_names_the_failing_record_and_keeps_those_before_it(
     image: MetadataImage,
 ) -> None:
