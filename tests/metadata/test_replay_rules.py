@@ -25,6 +25,7 @@ from broker.metadata.records import (
     PartitionChangeRecord,
     PartitionRecord,
     RangeRecord,
+    RecordBatch,
     RegisterBrokerRecord,
     RemoveAccessControlEntryRecord,
     RemoveKVRecord,
@@ -38,6 +39,8 @@ from broker.metadata.records import (
     TopicRecord,
     UnfenceBrokerRecord,
     UnregisterBrokerRecord,
+    decode_batch,
+    encode_batch,
 )
 
 TOPIC = uuid.UUID(int=1)
@@ -104,6 +107,39 @@ def test_a_topic_delta_applies_to_the_topic_the_whole_delta_applies(
         leaders = {p: partition.leader for p, partition in topic.apply().partitions.items()}
         assert leaders == ({0: 2, 1: 2} if changed == 2 else {0: 2, 1: 1})
         assert topics.changed[OTHER].apply() == topics.changed[OTHER].base  # nothing changed
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC),
+        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2, isr=(1, 2)),
+        PartitionChangeRecord(
+            partition_id=0,
+            topic_id=TOPIC,
+            replicas=(1, 2, 4),
+            removing_replicas=(3,),
+            adding_replicas=(4,),
+            leader_recovery_state=1,
+            directories=(uuid.UUID(int=7),) * 3,
+            eligible_leader_replicas=(2,),
+            last_known_elr=(3,),
+        ),
+    ],
+    ids=["nothing", "leader-and-isr", "every-field"],
+)
+def test_merge_of_a_record_or_its_view_is_what_replay_makes(
+    image: MetadataImage, record: PartitionChangeRecord
+) -> None:
+    (view,) = decode_batch(encode_batch(RecordBatch(0, 1, 0, (record,))), trusted=True)[
+        0
+    ].replayable
+    assert type(view) is not PartitionChangeRecord  # the codec's view of it
+    current = image.topics.partition(TOPIC, 0)
+    assert current is not None
+    with Lease(after(image, record)) as new:
+        replayed = new.topics.partition(TOPIC, 0)
+        assert current.merge(record) == current.merge(view) == replayed  # type: ignore[arg-type]
 
 
 def test_partition_change_null_fields_leave_the_partition_unchanged(image: MetadataImage) -> None:
