@@ -142,6 +142,29 @@ def test_merge_of_a_record_or_its_view_is_what_replay_makes(
         assert current.merge(record) == current.merge(view) == replayed  # type: ignore[arg-type]
 
 
+def test_equal_partitions_share_one_registration(image: MetadataImage) -> None:
+    # Memory follows the distinct values, not the partitions (broker._intern).
+    def partition(index: int, leader: int) -> PartitionRecord:
+        replicas = tuple(range(1, 4))  # built at run time: not a shared constant
+        return PartitionRecord(
+            partition_id=index, topic_id=TOPIC, replicas=replicas, isr=replicas, leader=leader
+        )
+
+    with Lease(after(image, partition(1, 2), partition(2, 2))) as created:
+        one, two = created.topics.partition(TOPIC, 1), created.topics.partition(TOPIC, 2)
+        assert one is not None
+        assert one is two
+        change = [
+            PartitionChangeRecord(partition_id=index, topic_id=TOPIC, isr=tuple(range(1, 3)))
+            for index in (1, 2)
+        ]
+        with Lease(after(created, *change)) as changed:
+            one, two = changed.topics.partition(TOPIC, 1), changed.topics.partition(TOPIC, 2)
+            assert one is not None
+            assert one.isr == (1, 2)
+            assert one is two
+
+
 def test_partition_change_null_fields_leave_the_partition_unchanged(image: MetadataImage) -> None:
     with Lease(after(image, PartitionChangeRecord(partition_id=0, topic_id=TOPIC))) as new:
         before = image.topics.partition(TOPIC, 0)
