@@ -347,7 +347,8 @@ replicas, leader and epochs (the simulated broker at 100k partitions: 290 values
 Replay shares each registration it makes; an apply trims the table."""
 
 _share_registration = _shared_registration.lookup
-"""``_shared_registration`` without the bound check, for replay's hot path."""
+"""``_shared_registration`` without the bound check, for replay (an apply trims the table,
+so it holds at most the distinct values of one delta, as when apply shared them)."""
 
 
 def _unknown_partition(partition_id: int, topic_name: str) -> Reject:
@@ -448,9 +449,8 @@ class TopicsDelta:
     def replay_partition(self, record: PartitionRecord) -> None:
         """Fold a ``PartitionRecord`` into this delta."""
         topic = self._topic_delta(record.topic_id)
-        topic.partitions[record.partition_id] = _shared_registration(
-            PartitionRegistration.from_record(record)
-        )
+        created = PartitionRegistration.from_record(record)
+        topic.partitions[record.partition_id] = _share_registration(created, created)
 
     def replay_partition_change(self, record: PartitionChangeRecord) -> None:
         """Fold a ``PartitionChangeRecord`` into this delta."""
