@@ -44,7 +44,9 @@ class Interner(Generic[T]):
     @property
     def lookup(self) -> Callable[[T, T], T]:
         """``lookup(value, value)``, the same as a call without the bound check: for a
-        hot loop, which calls :meth:`trim` once when it is done."""
+        hot path whose owner calls :meth:`trim` at the end of each unit of work (replay
+        shares registrations this way; the delta's apply trims). The same callable for
+        the interner's whole life: its table is cleared, never replaced."""
         return self._table.setdefault
 
     def trim(self) -> None:
