@@ -131,9 +131,8 @@ def test_a_topic_delta_applies_to_the_topic_the_whole_delta_applies(
 def test_merge_of_a_record_or_its_view_is_what_replay_makes(
     image: MetadataImage, record: PartitionChangeRecord
 ) -> None:
-    (view,) = decode_batch(encode_batch(RecordBatch(0, 1, 0, (record,))), trusted=True)[
-        0
-    ].replayable
+    batch, _ = decode_batch(encode_batch(RecordBatch(0, 1, 0, (record,))), trusted=True)
+    (view,) = batch.replayable
     assert type(view) is not PartitionChangeRecord  # the codec's view of it
     current = image.topics.partition(TOPIC, 0)
     assert current is not None
@@ -144,13 +143,13 @@ def test_merge_of_a_record_or_its_view_is_what_replay_makes(
 
 def test_equal_partitions_share_one_registration(image: MetadataImage) -> None:
     # Memory follows the distinct values, not the partitions (broker._intern).
-    def partition(index: int, leader: int) -> PartitionRecord:
+    def partition(index: int) -> PartitionRecord:
         replicas = tuple(range(1, 4))  # built at run time: not a shared constant
         return PartitionRecord(
-            partition_id=index, topic_id=TOPIC, replicas=replicas, isr=replicas, leader=leader
+            partition_id=index, topic_id=TOPIC, replicas=replicas, isr=replicas, leader=2
         )
 
-    with Lease(after(image, partition(1, 2), partition(2, 2))) as created:
+    with Lease(after(image, partition(1), partition(2))) as created:
         one, two = created.topics.partition(TOPIC, 1), created.topics.partition(TOPIC, 2)
         assert one is not None
         assert one is two
