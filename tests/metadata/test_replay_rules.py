@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -110,35 +111,51 @@ def test_a_topic_delta_applies_to_the_topic_the_whole_delta_applies(
 
 
 @pytest.mark.parametrize(
-    "record",
+    ("record", "changed"),
     [
-        PartitionChangeRecord(partition_id=0, topic_id=TOPIC),
-        PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2, isr=(1, 2)),
-        PartitionChangeRecord(
-            partition_id=0,
-            topic_id=TOPIC,
-            replicas=(1, 2, 4),
-            removing_replicas=(3,),
-            adding_replicas=(4,),
-            leader_recovery_state=1,
-            directories=(uuid.UUID(int=7),) * 3,
-            eligible_leader_replicas=(2,),
-            last_known_elr=(3,),
+        (PartitionChangeRecord(partition_id=0, topic_id=TOPIC), {}),
+        (
+            PartitionChangeRecord(partition_id=0, topic_id=TOPIC, leader=2, isr=(1, 2)),
+            {"leader": 2, "leader_epoch": 5, "isr": (1, 2)},
+        ),
+        (
+            PartitionChangeRecord(
+                partition_id=0,
+                topic_id=TOPIC,
+                replicas=(1, 2, 4),
+                removing_replicas=(3,),
+                adding_replicas=(4,),
+                leader_recovery_state=1,
+                directories=(uuid.UUID(int=7),) * 3,
+                eligible_leader_replicas=(2,),
+                last_known_elr=(3,),
+            ),
+            {
+                "replicas": (1, 2, 4),
+                "removing_replicas": (3,),
+                "adding_replicas": (4,),
+                "leader_recovery_state": LeaderRecoveryState.RECOVERING,
+                "directories": (uuid.UUID(int=7),) * 3,
+                "elr": (2,),
+                "last_known_elr": (3,),
+            },
         ),
     ],
     ids=["nothing", "leader-and-isr", "every-field"],
 )
 def test_merge_of_a_record_or_its_view_is_what_replay_makes(
-    image: MetadataImage, record: PartitionChangeRecord
+    image: MetadataImage, record: PartitionChangeRecord, changed: dict[str, Any]
 ) -> None:
     batch, _ = decode_batch(encode_batch(RecordBatch(0, 1, 0, (record,))), trusted=True)
     (view,) = batch.replayable
     assert type(view) is not PartitionChangeRecord  # the codec's view of it
     current = image.topics.partition(TOPIC, 0)
     assert current is not None
+    expected = current._replace(partition_epoch=10, **changed)  # every change bumps it
     with Lease(after(image, record)) as new:
-        replayed = new.topics.partition(TOPIC, 0)
-        assert current.merge(record) == current.merge(view) == replayed  # type: ignore[arg-type]
+        assert new.topics.partition(TOPIC, 0) == expected
+    assert current.merge(record) == current.merge(view) == expected  # type: ignore[arg-type]
+    assert image.topics.partition(TOPIC, 0) is current  # merge changes no image
 
 
 def test_equal_partitions_share_one_registration(image: MetadataImage) -> None:
