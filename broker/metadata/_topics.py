@@ -416,15 +416,19 @@ class TopicsDelta:
         )
         spare = self._spare
         delta = self.changed.setdefault(topic_id, spare)
+        current: PartitionRegistration | None
         if delta is spare:
-            base = self.image.by_id.get(topic_id)
-            if base is None or (self.deleted and topic_id in self.deleted):
+            # Subscripts, not get(): a Map's get builds an argument tuple, a third of a
+            # lookup; a miss is an error, reported by _missing.
+            try:
+                base = self.image.by_id[topic_id]
+                current = base.partitions[partition_id]
+            except KeyError:
                 del self.changed[topic_id]
-                raise Reject(f"topic {topic_id} does not exist")
-            current = base.partitions.get(partition_id)
-            if current is None:
+                raise self._missing(topic_id, partition_id) from None
+            if self.deleted and topic_id in self.deleted:
                 del self.changed[topic_id]
-                raise _unknown_partition(partition_id, base.name)
+                raise self._missing(topic_id, partition_id)
             delta.base = base
             delta.partitions = {}
             self._spare = _new_object(TopicDelta)
@@ -482,6 +486,14 @@ class TopicsDelta:
             ),
         )
         delta.partitions[partition_id] = _share_registration(merged, merged)
+
+    def _missing(self, topic_id: UUID, partition_id: int) -> Reject:
+        """Why a change of partition ``partition_id`` of topic ``topic_id`` found no
+        partition in the base image (the topic is not live, or lacks the partition)."""
+        base = self.image.by_id.get(topic_id)
+        if base is None or topic_id in self.deleted:
+            return Reject(f"topic {topic_id} does not exist")
+        return _unknown_partition(partition_id, base.name)
 
     def replay_remove_topic(self, record: RemoveTopicRecord) -> str:
         """Remove a topic; returns its name (the caller drops its configs)."""

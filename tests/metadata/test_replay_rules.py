@@ -402,26 +402,44 @@ def test_bad_record_raises_replay_error_and_leaves_the_delta_unchanged(
 
 
 @pytest.mark.parametrize(
-    ("before", "record"),
+    ("before", "record", "reason"),
     [
-        ((), PartitionChangeRecord(partition_id=7, topic_id=TOPIC, leader=1)),
-        ((), PartitionChangeRecord(partition_id=0, topic_id=OTHER, leader=1)),
+        (
+            (),
+            PartitionChangeRecord(partition_id=7, topic_id=TOPIC, leader=1),
+            "partition 7 of topic 'orders' does not exist",
+        ),
+        (
+            (),
+            PartitionChangeRecord(partition_id=0, topic_id=OTHER, leader=1),
+            f"topic {OTHER} does not exist",
+        ),
         (
             (RemoveTopicRecord(topic_id=TOPIC),),
             PartitionChangeRecord(partition_id=0, topic_id=TOPIC),
+            f"topic {TOPIC} does not exist",
+        ),
+        (
+            (RemoveTopicRecord(topic_id=TOPIC),),
+            PartitionChangeRecord(partition_id=7, topic_id=TOPIC),
+            f"topic {TOPIC} does not exist",
         ),
     ],
-    ids=["unknown-partition", "unknown-topic", "deleted-topic"],
+    ids=["unknown-partition", "unknown-topic", "deleted-topic", "deleted-topic-no-partition"],
 )
 def test_a_rejected_first_change_of_a_topic_leaves_no_trace(
-    image: MetadataImage, before: tuple[MetadataRecord, ...], record: PartitionChangeRecord
+    image: MetadataImage,
+    before: tuple[MetadataRecord, ...],
+    record: PartitionChangeRecord,
+    reason: str,
 ) -> None:
     delta = MetadataDelta(image)
     delta.replay_all(before)
     untouched = MetadataDelta(image)
     untouched.replay_all(before)
-    with pytest.raises(ReplayError):
+    with pytest.raises(ReplayError) as caught:
         delta.replay(record, offset=12)
+    assert caught.value.reason == reason
     assert delta.changed_topics() == untouched.changed_topics()
     with Lease(delta.apply(P)) as applied, Lease(untouched.apply(P)) as expected:
         assert applied == expected
