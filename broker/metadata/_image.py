@@ -9,9 +9,8 @@ and a read of a released image fails loudly instead of answering from dead state
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from broker.metadata._cluster import ClusterImage
@@ -46,11 +45,11 @@ Provenance.EMPTY = Provenance(-1, -1, -1)
 class _SubImage(Generic[T]):
     """Accessor of one sub-image that refuses to read a released image."""
 
-    __slots__ = ("name", "slot")
+    __slots__ = ("index", "name")
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
-        self.slot = f"_{name}"
+        self.index = _SUB_IMAGE_INDEX[name]
 
     @overload
     def __get__(self, image: None, owner: type[Any]) -> _SubImage[T]: ...
@@ -61,7 +60,7 @@ class _SubImage(Generic[T]):
             return self
         if image._refcnt <= 0:
             image.check_live(self.name)
-        value: T = getattr(image, self.slot)
+        value: T = image._parts[self.index]
         return value
 
 
@@ -83,8 +82,8 @@ SUB_IMAGES = (
 """Sub-image names in ``write()`` order: features first (metadata.version), topics before
 their configs."""
 
-_sub_image_values = attrgetter(*(f"_{name}" for name in SUB_IMAGES))
-"""An image's sub-images in SUB_IMAGES order, unchecked (one C call: apply's hot path)."""
+_SUB_IMAGE_INDEX = {name: index for index, name in enumerate(SUB_IMAGES)}
+"""Each sub-image's place in an image's ``_parts`` tuple, by name."""
 
 
 class MetadataImage(RefCounted):
@@ -96,7 +95,7 @@ class MetadataImage(RefCounted):
     the last reference is released.
     """
 
-    __slots__ = (*(f"_{name}" for name in SUB_IMAGES), "_provenance")
+    __slots__ = ("_parts", "_provenance")
 
     EMPTY: ClassVar[MetadataImage]
 
@@ -134,19 +133,22 @@ class MetadataImage(RefCounted):
         immortal: bool = False,
     ) -> None:
         self._provenance = provenance
-        self._features = features
-        self._cluster = cluster
-        self._topics = topics
-        self._configs = configs
-        self._client_quotas = client_quotas
-        self._producer_ids = producer_ids
-        self._acls = acls
-        self._scram = scram
-        self._delegation_tokens = delegation_tokens
-        self._streams = streams
-        self._objects = objects
-        self._node_wal = node_wal
-        self._kv = kv
+        # One tuple in SUB_IMAGES order, not a slot each: a successor copies it whole.
+        self._parts: tuple[Any, ...] = (
+            features,
+            cluster,
+            topics,
+            configs,
+            client_quotas,
+            producer_ids,
+            acls,
+            scram,
+            delegation_tokens,
+            streams,
+            objects,
+            node_wal,
+            kv,
+        )
         super().__init__(immortal=immortal)
 
     # identity: readable on dead images too, so errors can name them -------------------
@@ -181,7 +183,7 @@ class MetadataImage(RefCounted):
     def sub_images(self) -> dict[str, Any]:
         """Every sub-image by name (checked: raises on a released image)."""
         self.check_live("sub_images")
-        return dict(zip(SUB_IMAGES, _sub_image_values(self), strict=True))
+        return dict(zip(SUB_IMAGES, self._parts, strict=True))
 
     def _successor(self, provenance: Provenance, changed: dict[str, Any]) -> MetadataImage:
         """A new image of this one's sub-images with ``changed`` (by name) in their place,
@@ -192,11 +194,11 @@ class MetadataImage(RefCounted):
         without the dict and the keyword binding: a delta's apply, once per image.
         """
         self.check_live("sub_images")
-        image = MetadataImage.__new__(MetadataImage)
-        for set_slot, part in zip(_SUB_IMAGE_SETTERS, _sub_image_values(self), strict=True):
-            set_slot(image, part)
+        parts = list(self._parts)
         for name, part in changed.items():
-            _SUB_IMAGE_SETTER[name](image, part)
+            parts[_SUB_IMAGE_INDEX[name]] = part
+        image = MetadataImage.__new__(MetadataImage)
+        image._parts = tuple(parts)
         image._provenance = provenance
         RefCounted.__init__(image)
         return image
@@ -226,9 +228,3 @@ class MetadataImage(RefCounted):
 
 
 MetadataImage.EMPTY = MetadataImage(Provenance.EMPTY, immortal=True)
-
-_SUB_IMAGE_SETTER: dict[str, Callable[[MetadataImage, Any], None]] = {
-    name: vars(MetadataImage)[f"_{name}"].__set__ for name in SUB_IMAGES
-}
-"""Each sub-image's slot setter, by name (:meth:`MetadataImage._successor`)."""
-_SUB_IMAGE_SETTERS = tuple(_SUB_IMAGE_SETTER.values())
