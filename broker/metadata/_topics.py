@@ -419,14 +419,14 @@ class TopicsDelta:
         current: PartitionRegistration | None
         if delta is spare:
             # Subscripts, not get(): a Map's get builds an argument tuple, a third of a
-            # lookup; a miss is an error, reported by _missing.
+            # lookup. A missing topic or partition, or a deleted topic, is an error:
+            # the claim is undone and _missing says which.
             try:
                 base = self.image.by_id[topic_id]
                 current = base.partitions[partition_id]
             except KeyError:
-                del self.changed[topic_id]
-                raise self._missing(topic_id, partition_id) from None
-            if self.deleted and topic_id in self.deleted:
+                current = None
+            if current is None or (self.deleted and topic_id in self.deleted):
                 del self.changed[topic_id]
                 raise self._missing(topic_id, partition_id)
             delta.base = base
